@@ -1,0 +1,23 @@
+//! Liveness and readiness.
+
+use crate::errors::Problem;
+use crate::startup::AppState;
+use actix_web::{get, web, HttpResponse};
+use mykey_store::EventStore;
+
+/// The process is up.
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The process can serve: the event log answers.
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    let head = state
+        .store
+        .head()
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "log_head": head })))
+}
