@@ -14,6 +14,8 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// `MYKEY_VAR_DIR`, default `./var`.
     pub var_dir: PathBuf,
+    /// Citizen-card login (`MYKEY_TRUST_ANCHORS`, `MYKEY_ISSUER`, ...).
+    pub auth: crate::auth::config::AuthSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -22,6 +24,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("var_dir", &self.var_dir)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -61,10 +64,12 @@ impl Settings {
                 })?;
         }
         let var_dir = PathBuf::from(get("MYKEY_VAR_DIR").unwrap_or_else(|| "./var".to_owned()));
+        let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
         Ok(Settings {
             listen,
             database_url,
             var_dir,
+            auth,
         })
     }
 }
@@ -75,7 +80,7 @@ mod tests {
 
     #[test]
     fn defaults_and_rejections() {
-        let s = Settings::from_lookup(|_| None).unwrap();
+        let s = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
         assert!(s.database_url.is_none());
         let bad = Settings::from_lookup(|k| (k == "MYKEY_LISTEN").then(|| "nope".to_owned()));
@@ -103,7 +108,7 @@ mod tests {
         let s = Settings::from_lookup(|k| {
             (k == "DATABASE_URL").then(|| "postgres://u:secret@h/db".to_owned())
         })
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{s:?}").contains("secret"));
     }
 }

@@ -4,6 +4,8 @@
 //! `main` only reads [`config::Settings`] and starts telemetry. With no `DATABASE_URL` the
 //! server runs a private PostgreSQL cluster under `./var/` ([`local_pg`]).
 
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod local_pg;

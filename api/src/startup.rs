@@ -26,6 +26,8 @@ pub enum StartupError {
     },
     #[error("event store: {0}")]
     Store(#[from] mykey_store::StoreError),
+    #[error("citizen-card login: {0}")]
+    Auth(#[from] crate::auth::AuthStartError),
 }
 
 pub struct Application {
@@ -47,7 +49,7 @@ impl Application {
         settings: &Settings,
         pg: tokio_postgres::Config,
     ) -> Result<Application, StartupError> {
-        let store = PgEventStore::connect(pg, PgStoreOptions::default()).await?;
+        let store = PgEventStore::connect(pg.clone(), PgStoreOptions::default()).await?;
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
             addr: settings.listen.to_string(),
             source,
@@ -59,10 +61,15 @@ impl Application {
                 source,
             })?
             .port();
+        let identity = crate::auth::identity::default_identity(&store);
+        let auth = crate::auth::Auth::build(settings.auth.clone(), pg, identity).await?;
+        auth.spawn_maintenance();
+        let auth = web::Data::from(auth);
         let state = web::Data::new(AppState { store });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(auth.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_JSON_BODY)
@@ -70,6 +77,7 @@ impl Application {
                 )
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
+                .configure(routes::auth::configure)
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {

@@ -9,9 +9,17 @@
 //! It is pure: no I/O, no clock. Domain types never appear in stored form directly;
 //! the mapping lives here so a domain refactor cannot silently change what is stored.
 
+// Test code may unwrap: a panic is the failure report there (the envelope's tests do).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod envelope;
 
 pub use envelope::{
     EnvelopeError, EventEnvelope, EventMetadata, Hash, NewEvent, StreamId, GENESIS_HASH,
     MAX_PAYLOAD_BYTES,
 };
+
+pub mod json_check;
+pub mod stored;
+
+pub use stored::{all_schema_files, Encoded, EventCodec, SchemaError, StoredEvent};

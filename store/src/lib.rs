@@ -11,6 +11,8 @@
 //! [`memory::InMemoryStore`] keeps the same contract in memory for unit tests of command
 //! handlers; the PostgreSQL log is [`pg::PgEventStore`]. One contract suite runs against both.
 
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 pub mod memory;
 pub mod pg;
 pub mod verify;

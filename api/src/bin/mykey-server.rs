@@ -33,7 +33,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             (local.config(), Some(local))
         }
     };
-    let result = serve(&settings, pg_config).await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some(cmd) if mykey_api::cli::COMMANDS.contains(&cmd) => {
+            mykey_api::cli::run(&settings, pg_config, &args).await
+        }
+        Some(_) => Err(mykey_api::cli::USAGE.into()),
+        None => serve(&settings, pg_config).await,
+    };
     if let Some(local) = local {
         tracing::info!("stopping the private PostgreSQL cluster");
         if let Err(e) = tokio::task::spawn_blocking(move || local.stop()).await? {

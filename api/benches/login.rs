@@ -1,0 +1,367 @@
+//! Login throughput over HTTP on loopback: PIN logins/s and かざし logins/s, p50/p99.
+//!
+//! ```text
+//! cargo bench -p mykey-api --bench login
+//! ```
+//!
+//! Starts the real server (Application::build) in this process on a fresh database of the
+//! PostgreSQL at `MYKEY_TEST_DATABASE_URL` (default 127.0.0.1:5432, user postgres), makes a
+//! JPKI-profile test CA and `MYKEY_BENCH_CARDS` cards (default 2000), registers every card with
+//! one PIN login, then runs `MYKEY_BENCH_CLIENTS` (64) concurrent clients for
+//! `MYKEY_BENCH_SECS` (10) seconds per phase. The database is dropped at the end.
+//!
+//! A PIN login is two requests (challenge, login) plus the card's RSA-2048 signature, which the
+//! client computes here (on a real card the chip does it): that signing shares the machine's
+//! cores with the server.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use mykey_api::config::Settings;
+use mykey_api::startup::Application;
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/auth");
+const ISSUER: &str = "https://mykey.bench";
+const OPERATOR_TOKEN: &str = "bench-operator-token-0123456789abcdef";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn b64u(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn admin_config() -> Result<tokio_postgres::Config, BoxError> {
+    let url = std::env::var("MYKEY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned());
+    Ok(tokio_postgres::Config::from_str(&url)?)
+}
+
+async fn admin(sql: &str) -> Result<(), BoxError> {
+    let (c, conn) = admin_config()?.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    c.batch_execute(sql).await?;
+    Ok(())
+}
+
+struct Card {
+    b64: String,
+}
+
+fn pki(cards: usize, dir: &std::path::Path) -> Result<(Vec<Card>, Arc<RsaKeyPair>), BoxError> {
+    let ca_key = KeyPair::from_pem_and_sign_algo(
+        &std::fs::read_to_string(format!("{FIXTURES}/ca-a.key.pem"))?,
+        &rcgen::PKCS_RSA_SHA256,
+    )?;
+    let card_pem = std::fs::read_to_string(format!("{FIXTURES}/card-1.key.pem"))?;
+    let card_key = KeyPair::from_pem_and_sign_algo(&card_pem, &rcgen::PKCS_RSA_SHA256)?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CountryName, "JP");
+    dn.push(DnType::OrganizationName, "JPKI");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = p.self_signed(&ca_key)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = Vec::with_capacity(cards);
+    for i in 0..cards {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CountryName, "JP");
+        dn.push(DnType::CommonName, format!("BENCH{i:011}"));
+        p.distinguished_name = dn;
+        p.serial_number = Some(SerialNumber::from(0x1000_0000_0000_0000u64 + i as u64));
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(365);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut e = CustomExtension::from_oid_content(
+            &[2, 5, 29, 32],
+            vec![
+                0x30, 0x0f, 0x30, 0x0d, 0x06, 0x0b, 0x2a, 0x83, 0x08, 0x8c, 0x9b, 0x55, 0x08, 0x05,
+                0x01, 0x03, 0x1e,
+            ],
+        );
+        e.set_criticality(true);
+        p.custom_extensions = vec![e];
+        let cert = p.signed_by(&card_key, &ca, &ca_key)?;
+        out.push(Card {
+            b64: STANDARD.encode(cert.der()),
+        });
+    }
+    let signer =
+        RsaKeyPair::from_pkcs8(&card_key.serialize_der()).map_err(|e| format!("card key: {e}"))?;
+    Ok((out, Arc::new(signer)))
+}
+
+fn sign(key: &RsaKeyPair, msg: &[u8]) -> Result<Vec<u8>, BoxError> {
+    let mut sig = vec![0u8; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        msg,
+        &mut sig,
+    )
+    .map_err(|e| format!("sign: {e}"))?;
+    Ok(sig)
+}
+
+struct Ctx {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    cards: Vec<Card>,
+    key: Arc<RsaKeyPair>,
+}
+
+async fn post(ctx: &Ctx, path: &str, body: Option<&Value>) -> Result<Value, BoxError> {
+    let mut req = ctx
+        .http
+        .post(format!("{}{path}", ctx.base))
+        .bearer_auth(&ctx.token);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await?;
+    if !status.is_success() {
+        return Err(format!("{path}: {status} {v}").into());
+    }
+    Ok(v)
+}
+
+async fn pin_login(ctx: &Ctx, card: &Card) -> Result<(), BoxError> {
+    let c = post(ctx, "/v1/auth/challenges", None).await?;
+    let nonce = URL_SAFE_NO_PAD.decode(c["nonce"].as_str().unwrap_or_default())?;
+    let sig = sign(&ctx.key, &nonce)?;
+    post(
+        ctx,
+        "/v1/auth/login",
+        Some(&json!({ "challenge_id": c["challenge_id"], "certificate": card.b64, "signature": STANDARD.encode(sig) })),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn kazashi(ctx: &Ctx, card: &Card) -> Result<(), BoxError> {
+    post(
+        ctx,
+        "/v1/auth/kazashi",
+        Some(&json!({ "certificate": card.b64 })),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pin,
+    Kazashi,
+}
+
+async fn phase(ctx: Arc<Ctx>, kind: Kind, clients: usize, secs: u64) -> Result<String, BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut i = c;
+            // Bounded by time and count.
+            while Instant::now() < deadline && lat.len() < 1_000_000 {
+                let card = &ctx.cards[i % ctx.cards.len()];
+                i += clients;
+                let t = Instant::now();
+                let r = match kind {
+                    Kind::Pin => pin_login(&ctx, card).await,
+                    Kind::Kazashi => kazashi(&ctx, card).await,
+                };
+                match r {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("error: {e}");
+                        }
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(format!(
+        "{:<8} {:>8.0} logins/s  p50 {:>6.1} ms  p99 {:>6.1} ms  ({} ok, {} errors, {} clients, {:.1} s)",
+        match kind {
+            Kind::Pin => "PIN",
+            Kind::Kazashi => "kazashi",
+        },
+        all.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        all.len(),
+        errors,
+        clients,
+        elapsed
+    ))
+}
+
+async fn run(db_name: &str) -> Result<(), BoxError> {
+    let clients = env_num("MYKEY_BENCH_CLIENTS", 64);
+    let n_cards = env_num("MYKEY_BENCH_CARDS", 2000);
+    let secs = env_num("MYKEY_BENCH_SECS", 10) as u64;
+    let dir = std::env::temp_dir().join(format!("mykey-bench-{}", std::process::id()));
+    let (cards, key) = pki(n_cards, &dir)?;
+
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("MYKEY_ISSUER", ISSUER.to_owned()),
+        ("MYKEY_TRUST_ANCHORS", dir.display().to_string()),
+        ("MYKEY_REQUIRE_CRL", "false".to_owned()),
+        ("MYKEY_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
+    ]);
+    let settings = Settings::from_lookup(|k| vars.get(k).cloned())?;
+    let mut pg = admin_config()?;
+    pg.dbname(db_name);
+    let app = Application::build(&settings, pg).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    // One relying party with an ES256 key.
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|e| format!("{e}"))?;
+    let rp_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|e| format!("{e}"))?;
+    let pt = rp_key.public_key().as_ref();
+    let jwk = json!({ "kty": "EC", "crv": "P-256", "x": b64u(&pt[1..33]), "y": b64u(&pt[33..65]) });
+    let resp = http
+        .post(format!("{base}/v1/operator/relying-parties"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({ "id": "bench-rp", "kind": "private_business", "code": "bench", "name": "bench", "jwk": jwk }))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        return Err(format!("register RP: {}", resp.text().await?).into());
+    }
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "iss": "bench-rp", "sub": "bench-rp", "aud": format!("{ISSUER}/v1/oauth/token"), "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string() });
+    let input = format!(
+        "{}.{}",
+        b64u(br#"{"alg":"ES256"}"#),
+        b64u(claims.to_string().as_bytes())
+    );
+    let sig = rp_key
+        .sign(&rng, input.as_bytes())
+        .map_err(|e| format!("{e}"))?;
+    let resp = http
+        .post(format!("{base}/v1/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            (
+                "client_assertion",
+                &format!("{input}.{}", b64u(sig.as_ref())),
+            ),
+        ])
+        .send()
+        .await?;
+    let tok: Value = resp.json().await?;
+    let token = tok["access_token"]
+        .as_str()
+        .ok_or(format!("no token: {tok}"))?
+        .to_owned();
+    let ctx = Arc::new(Ctx {
+        http,
+        base,
+        token,
+        cards,
+        key,
+    });
+
+    // Registration: every card's first PIN login (writes subject, certificate, PPID events).
+    let t = Instant::now();
+    let mut reg = Vec::new();
+    for c in 0..clients {
+        let ctx = ctx.clone();
+        reg.push(tokio::spawn(async move {
+            let mut i = c;
+            while i < ctx.cards.len() {
+                pin_login(&ctx, &ctx.cards[i]).await?;
+                i += clients;
+            }
+            Ok::<(), BoxError>(())
+        }));
+    }
+    for r in reg {
+        r.await??;
+    }
+    println!(
+        "registered {} cards (first PIN login, writes events) in {:.1} s = {:.0}/s",
+        ctx.cards.len(),
+        t.elapsed().as_secs_f64(),
+        ctx.cards.len() as f64 / t.elapsed().as_secs_f64()
+    );
+    println!("{}", phase(ctx.clone(), Kind::Pin, clients, secs).await?);
+    println!(
+        "{}",
+        phase(ctx.clone(), Kind::Kazashi, clients, secs).await?
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let db = format!("mykey_bench_{}", uuid::Uuid::new_v4().simple());
+        admin(&format!("CREATE DATABASE {db}")).await?;
+        let result = run(&db).await;
+        // The server still holds connections: force the drop.
+        let dropped = admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+        result.and(dropped)
+    })
+}

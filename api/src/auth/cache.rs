@@ -1,0 +1,370 @@
+//! An in-memory cache in front of the write model for the two hot lookups of a login:
+//! relying party by id, and (certificate, RP) → active PPID.
+//!
+//! Correctness: before every lookup the cache is brought up to the event log's current head
+//! (one cheap `head()` query; when the head moved, the new events are read and any that could
+//! make an entry wrong clear the affected map). So a request that starts after an event was
+//! committed — a PPID revoked or invalidated, a certificate revoked, a relying party suspended
+//! or its key rotated, by any instance or the CLI — never sees the state from before it.
+//! An entry is inserted only if no invalidation happened while it was being loaded (epoch
+//! check), so a slow load cannot resurrect a stale value. Negative answers are not cached.
+
+use super::identity::{Actor, CertRef, Identity, IdentityError, RelyingParty, RpStatus};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use mykey_store::EventStore;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+/// Entries per map. A cached login is ~300 bytes: 200k entries stay under ~60 MiB. When full
+/// the map is cleared (the cache refills from the log); simpler than LRU and bounded.
+pub const MAX_CACHED: usize = 200_000;
+
+/// Events read per page while catching up.
+const CATCH_UP_PAGE: usize = 1_000;
+
+/// Identity events that only add facts (a new subject, certificate link or PPID): they cannot
+/// make a cached (certificate, RP) → PPID answer wrong, and they are frequent (every first
+/// registration), so they do not clear the cache. Every other event of these categories does.
+const ADDITIVE: &[&str] = &[
+    "SubjectCreated",
+    "SubjectCertificateAdded",
+    "SubjectPpidAssigned",
+    "CertificateLinked",
+    "CertificateLinkedFromRenewal",
+    "CertificateRenewed",
+    "PpidIssued",
+];
+
+const NOT_SYNCED: u64 = u64::MAX;
+
+pub struct CachedIdentity<I, S> {
+    inner: I,
+    store: S,
+    /// Log position up to which invalidations have been applied.
+    processed: AtomicU64,
+    /// Serialises syncs; holds when the last completed sync's head query *started*.
+    catch_up: tokio::sync::Mutex<Option<Instant>>,
+    /// Bumped by every clear; loads insert only if it did not move.
+    epoch: AtomicU64,
+    rps: DashMap<String, RelyingParty>,
+    ppids: DashMap<(CertRef, String), String>,
+}
+
+impl<I, S> std::fmt::Debug for CachedIdentity<I, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedIdentity")
+            .field("rps", &self.rps.len())
+            .field("ppids", &self.ppids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Unavailable(e.to_string())
+}
+
+impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
+    pub fn new(inner: I, store: S) -> Self {
+        CachedIdentity {
+            inner,
+            store,
+            processed: AtomicU64::new(NOT_SYNCED),
+            catch_up: tokio::sync::Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            rps: DashMap::new(),
+            ppids: DashMap::new(),
+        }
+    }
+
+    fn clear_rps(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.rps.clear();
+    }
+
+    fn clear_ppids(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.ppids.clear();
+    }
+
+    /// Applies every event committed before this call. Returns the epoch to tag loads with.
+    ///
+    /// Coalesced: a head query that *started* after this call began already reflects every
+    /// event committed before it, so concurrent callers share one query instead of each
+    /// issuing their own (under load, one query per round trip serves every waiting request).
+    async fn sync(&self) -> Result<u64, IdentityError> {
+        let called = Instant::now();
+        let mut last = self.catch_up.lock().await;
+        if last.is_some_and(|started| started >= called) {
+            return Ok(self.epoch.load(Ordering::Acquire));
+        }
+        let started = Instant::now();
+        let head = self.store.head().await.map_err(unavailable)?;
+        let mut done = self.processed.load(Ordering::Acquire);
+        if done == NOT_SYNCED {
+            // Nothing is cached before the first sync: start at the head.
+            done = head;
+        }
+        while done < head {
+            let page = self
+                .store
+                .read_all(done + 1, CATCH_UP_PAGE)
+                .await
+                .map_err(unavailable)?;
+            let Some(last_pos) = page.last().map(|e| e.global_position) else {
+                break;
+            };
+            for e in &page {
+                match e.stream_id.category() {
+                    "relying_party" => self.clear_rps(),
+                    "ppid" | "certificate" | "subject"
+                        if !ADDITIVE.contains(&e.event_type.as_str()) =>
+                    {
+                        self.clear_ppids()
+                    }
+                    _ => {}
+                }
+            }
+            done = last_pos;
+        }
+        self.processed.store(done, Ordering::Release);
+        *last = Some(started);
+        Ok(self.epoch.load(Ordering::Acquire))
+    }
+
+    fn insert_ppid(&self, epoch: u64, key: (CertRef, String), ppid: String) {
+        if self.ppids.len() >= MAX_CACHED {
+            self.clear_ppids();
+            return;
+        }
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            self.ppids.insert(key, ppid);
+        }
+    }
+}
+
+#[async_trait]
+impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
+    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError> {
+        let epoch = self.sync().await?;
+        if let Some(rp) = self.rps.get(rp_id) {
+            return Ok(Some(rp.clone()));
+        }
+        let rp = self.inner.relying_party(rp_id).await?;
+        if let Some(rp) = &rp {
+            if self.rps.len() >= MAX_CACHED {
+                self.clear_rps();
+            } else if self.epoch.load(Ordering::Acquire) == epoch {
+                self.rps.insert(rp_id.to_owned(), rp.clone());
+            }
+        }
+        Ok(rp)
+    }
+
+    async fn register_login(
+        &self,
+        cert: &CertRef,
+        rp_id: &str,
+        actor: &Actor,
+    ) -> Result<String, IdentityError> {
+        let epoch = self.sync().await?;
+        let key = (cert.clone(), rp_id.to_owned());
+        if let Some(p) = self.ppids.get(&key) {
+            return Ok(p.clone());
+        }
+        let ppid = self.inner.register_login(cert, rp_id, actor).await?;
+        self.insert_ppid(epoch, key, ppid.clone());
+        Ok(ppid)
+    }
+
+    async fn active_ppid(
+        &self,
+        cert: &CertRef,
+        rp_id: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        let epoch = self.sync().await?;
+        let key = (cert.clone(), rp_id.to_owned());
+        if let Some(p) = self.ppids.get(&key) {
+            return Ok(Some(p.clone()));
+        }
+        let ppid = self.inner.active_ppid(cert, rp_id).await?;
+        if let Some(p) = &ppid {
+            self.insert_ppid(epoch, key, p.clone());
+        }
+        Ok(ppid)
+    }
+
+    async fn link_renewal(
+        &self,
+        issuer: &str,
+        old: &str,
+        new: &str,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        self.inner.link_renewal(issuer, old, new, actor).await
+    }
+
+    async fn mark_certificate_revoked(
+        &self,
+        cert: &CertRef,
+        actor: &Actor,
+    ) -> Result<bool, IdentityError> {
+        self.inner.mark_certificate_revoked(cert, actor).await
+    }
+
+    async fn register_relying_party(
+        &self,
+        rp_id: &str,
+        kind: &str,
+        code: &str,
+        name: &str,
+        jwk: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        self.inner
+            .register_relying_party(rp_id, kind, code, name, jwk, actor)
+            .await
+    }
+
+    async fn rotate_relying_party_key(
+        &self,
+        rp_id: &str,
+        jwk: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        self.inner.rotate_relying_party_key(rp_id, jwk, actor).await
+    }
+
+    async fn set_relying_party_status(
+        &self,
+        rp_id: &str,
+        status: RpStatus,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        self.inner
+            .set_relying_party_status(rp_id, status, actor)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::identity::MemoryIdentity;
+    use mykey_schemas::{EventEnvelope, EventMetadata, Hash, StreamId};
+    use mykey_store::{AppendError, AppendOutcome, AppendRequest, StoreError, Subscription};
+    use std::sync::{Arc, Mutex};
+
+    /// Just enough of a log for the cache: head and read_all. (Appends come from "elsewhere".)
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<EventEnvelope>>>);
+
+    impl Log {
+        fn push(&self, stream: &str, event_type: &str) {
+            let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let pos = v.len() as u64 + 1;
+            v.push(EventEnvelope {
+                event_id: uuid::Uuid::new_v4(),
+                stream_id: StreamId::parse(stream).unwrap_or_else(|e| panic!("{e}")),
+                stream_version: 1,
+                global_position: pos,
+                event_type: event_type.into(),
+                schema_version: 1,
+                payload: "{}".into(),
+                metadata: EventMetadata {
+                    actor_id: "t".into(),
+                    actor_role: "test".into(),
+                    command_id: uuid::Uuid::new_v4(),
+                    correlation_id: uuid::Uuid::new_v4(),
+                    causation_id: uuid::Uuid::new_v4(),
+                    patch_id: None,
+                    client_addr: None,
+                },
+                recorded_at: chrono::Utc::now(),
+                prev_hash: Hash([0; 32]),
+                hash: Hash([0; 32]),
+            });
+        }
+    }
+
+    impl EventStore for Log {
+        async fn append(&self, _: AppendRequest) -> Result<AppendOutcome, AppendError> {
+            Err(AppendError::Empty)
+        }
+        async fn read_stream(
+            &self,
+            _: &StreamId,
+            _: u64,
+            _: usize,
+        ) -> Result<Vec<EventEnvelope>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn read_all(
+            &self,
+            from: u64,
+            limit: usize,
+        ) -> Result<Vec<EventEnvelope>, StoreError> {
+            let v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(v.iter()
+                .filter(|e| e.global_position >= from)
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+        async fn head(&self) -> Result<u64, StoreError> {
+            Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).len() as u64)
+        }
+        fn subscribe(&self, _: u64) -> Subscription {
+            tokio::sync::mpsc::channel(1).1
+        }
+    }
+
+    fn actor() -> Actor {
+        Actor {
+            actor_id: "t".into(),
+            role: "test".into(),
+            correlation_id: uuid::Uuid::new_v4(),
+            client_addr: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_event_in_the_log_clears_cached_ppids_before_the_next_lookup() {
+        let log = Log::default();
+        let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
+        let cert = CertRef {
+            issuer: "i".into(),
+            serial: "01".into(),
+        };
+        let p1 = cache
+            .register_login(&cert, "rp", &actor())
+            .await
+            .unwrap_or_default();
+        // The write model changes behind the cache's back (another instance)...
+        cache.inner.invalidate_ppid(&p1);
+        // ... the cache still answers until the log says something happened:
+        assert_eq!(
+            cache.active_ppid(&cert, "rp").await.ok().flatten(),
+            Some(p1.clone())
+        );
+        log.push("ppid-x", "PpidInvalidated");
+        assert_eq!(cache.active_ppid(&cert, "rp").await.ok().flatten(), None);
+        let p2 = cache
+            .register_login(&cert, "rp", &actor())
+            .await
+            .unwrap_or_default();
+        assert_ne!(p1, p2);
+        // Additive events keep the cache.
+        log.push("subject-y", "SubjectCreated");
+        cache.inner.invalidate_ppid(&p2);
+        assert_eq!(
+            cache.active_ppid(&cert, "rp").await.ok().flatten(),
+            Some(p2)
+        );
+        // Any relying-party event clears the RP cache.
+        assert_eq!(
+            cache.relying_party("rp").await.ok().flatten().map(|r| r.id),
+            None
+        );
+    }
+}

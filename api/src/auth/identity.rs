@@ -1,0 +1,562 @@
+//! What login needs from the write model, as a small trait: relying parties, subjects,
+//! certificates and PPIDs live in the event log (commands crate); login only asks these
+//! questions and issues these commands.
+//!
+//! [`MemoryIdentity`] keeps the same rules in memory for unit tests of the HTTP layer.
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpStatus {
+    Active,
+    Suspended,
+    Retired,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelyingParty {
+    pub id: String,
+    pub status: RpStatus,
+    /// The RP's public JWK, used to verify its client assertions.
+    pub jwk: serde_json::Value,
+}
+
+/// A certificate's identity: issuer DN text and [`super::jpki::serial_hex`] serial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertRef {
+    pub issuer: String,
+    pub serial: String,
+}
+
+/// Who is acting, for event metadata.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub actor_id: String,
+    pub role: String,
+    pub correlation_id: Uuid,
+    pub client_addr: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IdentityError {
+    /// The write model refused (e.g. unknown RP, certificate revoked in the log): a 4xx.
+    #[error("{code}: {detail}")]
+    Rejected { code: String, detail: String },
+    /// Infrastructure: a 503.
+    #[error("identity store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl IdentityError {
+    pub fn rejected(code: &str, detail: impl Into<String>) -> IdentityError {
+        IdentityError::Rejected {
+            code: code.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Identity: Send + Sync + std::fmt::Debug {
+    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError>;
+
+    /// PIN login: find or create the subject of `cert` (following renewal links), then find
+    /// the active PPID for (subject, RP) or issue one. Returns the PPID.
+    async fn register_login(
+        &self,
+        cert: &CertRef,
+        rp_id: &str,
+        actor: &Actor,
+    ) -> Result<String, IdentityError>;
+
+    /// かざし: the active PPID for (subject of `cert`, RP), if any. Writes nothing.
+    async fn active_ppid(
+        &self,
+        cert: &CertRef,
+        rp_id: &str,
+    ) -> Result<Option<String>, IdentityError>;
+
+    /// Renewal: `new_serial` belongs to the same subject as `old_serial`.
+    async fn link_renewal(
+        &self,
+        issuer: &str,
+        old_serial: &str,
+        new_serial: &str,
+        actor: &Actor,
+    ) -> Result<(), IdentityError>;
+
+    /// Marks a certificate revoked if the platform knows it. True when an event was written.
+    async fn mark_certificate_revoked(
+        &self,
+        cert: &CertRef,
+        actor: &Actor,
+    ) -> Result<bool, IdentityError>;
+
+    async fn register_relying_party(
+        &self,
+        rp_id: &str,
+        kind: &str,
+        code: &str,
+        name: &str,
+        jwk: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<(), IdentityError>;
+
+    async fn rotate_relying_party_key(
+        &self,
+        rp_id: &str,
+        jwk: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<(), IdentityError>;
+
+    async fn set_relying_party_status(
+        &self,
+        rp_id: &str,
+        status: RpStatus,
+        actor: &Actor,
+    ) -> Result<(), IdentityError>;
+}
+
+/// In-memory rules of the write model, for tests of the HTTP layer.
+#[derive(Debug, Default)]
+pub struct MemoryIdentity {
+    inner: Mutex<Mem>,
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    rps: HashMap<String, RelyingParty>,
+    /// certificate → subject
+    subjects: HashMap<CertRef, Uuid>,
+    /// renewal: new certificate → old certificate
+    renewed_from: HashMap<CertRef, CertRef>,
+    revoked: std::collections::HashSet<CertRef>,
+    ppids: HashMap<(Uuid, String), String>,
+    /// Events "written", for tests asserting that refusals write nothing.
+    pub events: usize,
+}
+
+impl MemoryIdentity {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.lock().events
+    }
+
+    /// An operator data patch invalidating a PPID.
+    pub fn invalidate_ppid(&self, ppid: &str) {
+        let mut m = self.lock();
+        m.ppids.retain(|_, p| p != ppid);
+        m.events += 1;
+    }
+}
+
+impl Mem {
+    fn subject_of(&self, cert: &CertRef) -> Option<Uuid> {
+        let mut c = cert.clone();
+        // Bounded walk: a renewal chain is a handful of links over a lifetime.
+        for _ in 0..32 {
+            if let Some(s) = self.subjects.get(&c) {
+                return Some(*s);
+            }
+            c = self.renewed_from.get(&c)?.clone();
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl Identity for MemoryIdentity {
+    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError> {
+        Ok(self.lock().rps.get(rp_id).cloned())
+    }
+
+    async fn register_login(
+        &self,
+        cert: &CertRef,
+        rp_id: &str,
+        _: &Actor,
+    ) -> Result<String, IdentityError> {
+        let mut m = self.lock();
+        if m.revoked.contains(cert) {
+            return Err(IdentityError::rejected(
+                "CERTIFICATE_REVOKED",
+                "certificate revoked",
+            ));
+        }
+        let subject = match m.subject_of(cert) {
+            Some(s) => s,
+            None => {
+                let s = Uuid::new_v4();
+                m.subjects.insert(cert.clone(), s);
+                m.events += 1;
+                s
+            }
+        };
+        if let Some(p) = m.ppids.get(&(subject, rp_id.to_owned())) {
+            return Ok(p.clone());
+        }
+        let ppid = Uuid::new_v4().simple().to_string();
+        m.ppids.insert((subject, rp_id.to_owned()), ppid.clone());
+        m.events += 1;
+        Ok(ppid)
+    }
+
+    async fn active_ppid(
+        &self,
+        cert: &CertRef,
+        rp_id: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        let m = self.lock();
+        if m.revoked.contains(cert) {
+            return Err(IdentityError::rejected(
+                "CERTIFICATE_REVOKED",
+                "certificate revoked",
+            ));
+        }
+        Ok(m.subject_of(cert)
+            .and_then(|s| m.ppids.get(&(s, rp_id.to_owned())).cloned()))
+    }
+
+    async fn link_renewal(
+        &self,
+        issuer: &str,
+        old: &str,
+        new: &str,
+        _: &Actor,
+    ) -> Result<(), IdentityError> {
+        let mut m = self.lock();
+        let (old, new) = (
+            CertRef {
+                issuer: issuer.into(),
+                serial: old.into(),
+            },
+            CertRef {
+                issuer: issuer.into(),
+                serial: new.into(),
+            },
+        );
+        if m.subject_of(&old).is_none() {
+            return Err(IdentityError::rejected(
+                "CERTIFICATE_UNKNOWN",
+                "old certificate unknown",
+            ));
+        }
+        m.renewed_from.insert(new, old);
+        m.events += 1;
+        Ok(())
+    }
+
+    async fn mark_certificate_revoked(
+        &self,
+        cert: &CertRef,
+        _: &Actor,
+    ) -> Result<bool, IdentityError> {
+        let mut m = self.lock();
+        if m.subject_of(cert).is_none() || m.revoked.contains(cert) {
+            return Ok(false);
+        }
+        m.revoked.insert(cert.clone());
+        m.events += 1;
+        Ok(true)
+    }
+
+    async fn register_relying_party(
+        &self,
+        rp_id: &str,
+        _kind: &str,
+        _code: &str,
+        _name: &str,
+        jwk: serde_json::Value,
+        _: &Actor,
+    ) -> Result<(), IdentityError> {
+        let mut m = self.lock();
+        if m.rps.contains_key(rp_id) {
+            return Err(IdentityError::rejected("RELYING_PARTY_EXISTS", rp_id));
+        }
+        m.rps.insert(
+            rp_id.to_owned(),
+            RelyingParty {
+                id: rp_id.to_owned(),
+                status: RpStatus::Active,
+                jwk,
+            },
+        );
+        m.events += 1;
+        Ok(())
+    }
+
+    async fn rotate_relying_party_key(
+        &self,
+        rp_id: &str,
+        jwk: serde_json::Value,
+        _: &Actor,
+    ) -> Result<(), IdentityError> {
+        let mut m = self.lock();
+        let rp = m
+            .rps
+            .get_mut(rp_id)
+            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
+        rp.jwk = jwk;
+        m.events += 1;
+        Ok(())
+    }
+
+    async fn set_relying_party_status(
+        &self,
+        rp_id: &str,
+        status: RpStatus,
+        _: &Actor,
+    ) -> Result<(), IdentityError> {
+        let mut m = self.lock();
+        let rp = m
+            .rps
+            .get_mut(rp_id)
+            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
+        rp.status = status;
+        m.events += 1;
+        Ok(())
+    }
+}
+
+/// The identity the server uses: the command handlers over the event store.
+/// Wrapped in [`super::cache::CachedIdentity`] so hot logins skip the stream reads.
+pub fn default_identity(store: &mykey_store::pg::PgEventStore) -> std::sync::Arc<dyn Identity> {
+    std::sync::Arc::new(super::cache::CachedIdentity::new(
+        CommandsIdentity::new(store.clone()),
+        store.clone(),
+    ))
+}
+
+/// [`Identity`] over `mykey_commands::Commands`: every change is events in the log.
+pub struct CommandsIdentity<S> {
+    cmds: mykey_commands::Commands<S>,
+}
+
+impl<S> std::fmt::Debug for CommandsIdentity<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandsIdentity").finish_non_exhaustive()
+    }
+}
+
+impl<S: mykey_store::EventStore> CommandsIdentity<S> {
+    pub fn new(store: S) -> CommandsIdentity<S> {
+        CommandsIdentity {
+            cmds: mykey_commands::Commands::new(store),
+        }
+    }
+}
+
+fn cmd_err(e: mykey_commands::CommandError) -> IdentityError {
+    match e.domain() {
+        Some(d) => IdentityError::rejected(d.code(), d.message.clone()),
+        None => IdentityError::Unavailable(format!("{}: {e}", e.code())),
+    }
+}
+
+fn cert_ref(c: &CertRef) -> Result<mykey_commands::CertificateRef, IdentityError> {
+    mykey_commands::CertificateRef::new(&c.issuer, &c.serial)
+        .map_err(|d| IdentityError::rejected(d.code(), d.message))
+}
+
+fn rp_id(raw: &str) -> Result<mykey_domain::RelyingPartyId, IdentityError> {
+    mykey_domain::RelyingPartyId::parse(raw)
+        .map_err(|d| IdentityError::rejected(d.code(), d.message))
+}
+
+fn meta(actor: &Actor, role: mykey_domain::Role) -> mykey_commands::CommandMeta {
+    let m = mykey_commands::CommandMeta::new(actor.actor_id.clone(), role, Uuid::new_v4())
+        .caused_by(actor.correlation_id, actor.correlation_id);
+    match &actor.client_addr {
+        Some(a) => m.from_addr(a.clone()),
+        None => m,
+    }
+}
+
+fn operator_meta(actor: &Actor) -> mykey_commands::CommandMeta {
+    meta(actor, mykey_domain::Role::Operator)
+}
+
+/// Kind names accepted from operators (CLI and endpoint).
+pub fn parse_kind(kind: &str) -> Result<mykey_commands::RpKind, IdentityError> {
+    use mykey_commands::RpKind as K;
+    Ok(match kind {
+        "municipality" => K::Municipality,
+        "payment_service_provider" | "payment" => K::PaymentServiceProvider,
+        "library_system" | "library" => K::LibrarySystem,
+        "private_business" | "private" => K::PrivateBusiness,
+        _ => {
+            return Err(IdentityError::rejected(
+                "INVALID_INPUT",
+                "kind must be municipality, payment_service_provider, library_system or private_business",
+            ))
+        }
+    })
+}
+
+#[async_trait]
+impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
+    async fn relying_party(&self, id: &str) -> Result<Option<RelyingParty>, IdentityError> {
+        let Ok(id) = mykey_domain::RelyingPartyId::parse(id) else {
+            return Ok(None);
+        };
+        let rp = self.cmds.load_relying_party(&id).await.map_err(cmd_err)?;
+        Ok(rp.map(|rp| RelyingParty {
+            id: rp.id.to_string(),
+            status: match rp.status {
+                mykey_commands::RpStatus::Active => RpStatus::Active,
+                mykey_commands::RpStatus::Suspended => RpStatus::Suspended,
+                mykey_commands::RpStatus::Retired => RpStatus::Retired,
+            },
+            jwk: rp.public_jwk,
+        }))
+    }
+
+    async fn register_login(
+        &self,
+        cert: &CertRef,
+        rp: &str,
+        actor: &Actor,
+    ) -> Result<String, IdentityError> {
+        let rp = rp_id(rp)?;
+        let m = meta(actor, mykey_domain::Role::RelyingParty(rp.clone()));
+        let r = self
+            .cmds
+            .register_login(&m, &cert_ref(cert)?, &rp)
+            .await
+            .map_err(cmd_err)?;
+        Ok(r.ppid.to_string())
+    }
+
+    async fn active_ppid(&self, cert: &CertRef, rp: &str) -> Result<Option<String>, IdentityError> {
+        let rp = rp_id(rp)?;
+        let state = self
+            .cmds
+            .load_certificate(&cert_ref(cert)?)
+            .await
+            .map_err(cmd_err)?;
+        if state.revoked {
+            return Err(IdentityError::rejected(
+                "CERTIFICATE_REVOKED",
+                "the certificate is revoked",
+            ));
+        }
+        // A renewed certificate has no stream of its own until linked; resolve follows links.
+        let subject = match state.subject {
+            Some(s) => s,
+            None => return Ok(None),
+        };
+        let ppid = self.cmds.active_ppid(subject, &rp).await.map_err(cmd_err)?;
+        Ok(ppid.map(|p| p.to_string()))
+    }
+
+    async fn link_renewal(
+        &self,
+        issuer: &str,
+        old: &str,
+        new: &str,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        let old = cert_ref(&CertRef {
+            issuer: issuer.into(),
+            serial: old.into(),
+        })?;
+        let new = cert_ref(&CertRef {
+            issuer: issuer.into(),
+            serial: new.into(),
+        })?;
+        self.cmds
+            .link_renewal(&operator_meta(actor), &old, &new)
+            .await
+            .map_err(cmd_err)?;
+        Ok(())
+    }
+
+    async fn mark_certificate_revoked(
+        &self,
+        cert: &CertRef,
+        actor: &Actor,
+    ) -> Result<bool, IdentityError> {
+        let c = cert_ref(cert)?;
+        let state = self.cmds.load_certificate(&c).await.map_err(cmd_err)?;
+        // Only certificates the platform knows get an event: the national CRL lists millions
+        // of certificates that never logged in here.
+        if state.subject.is_none() || state.revoked {
+            return Ok(false);
+        }
+        match self
+            .cmds
+            .mark_certificate_revoked(&operator_meta(actor), &c, "listed on the CA's CRL")
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => Ok(false),
+            Err(e) => Err(cmd_err(e)),
+        }
+    }
+
+    async fn register_relying_party(
+        &self,
+        id: &str,
+        kind: &str,
+        code: &str,
+        name: &str,
+        jwk: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        let r = mykey_commands::RegisterRelyingParty {
+            id: rp_id(id)?,
+            code: code.to_owned(),
+            name: name.to_owned(),
+            kind: parse_kind(kind)?,
+            public_jwk: jwk,
+        };
+        self.cmds
+            .register_relying_party(&operator_meta(actor), r)
+            .await
+            .map_err(cmd_err)?;
+        Ok(())
+    }
+
+    async fn rotate_relying_party_key(
+        &self,
+        id: &str,
+        jwk: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        self.cmds
+            .rotate_relying_party_key(&operator_meta(actor), &rp_id(id)?, jwk)
+            .await
+            .map_err(cmd_err)?;
+        Ok(())
+    }
+
+    async fn set_relying_party_status(
+        &self,
+        id: &str,
+        status: RpStatus,
+        actor: &Actor,
+    ) -> Result<(), IdentityError> {
+        let (id, m) = (rp_id(id)?, operator_meta(actor));
+        let r = match status {
+            RpStatus::Suspended => {
+                self.cmds
+                    .suspend_relying_party(&m, &id, "suspended by operator")
+                    .await
+            }
+            RpStatus::Active => self.cmds.resume_relying_party(&m, &id).await,
+            RpStatus::Retired => {
+                self.cmds
+                    .retire_relying_party(&m, &id, "retired by operator")
+                    .await
+            }
+        };
+        r.map_err(cmd_err)?;
+        Ok(())
+    }
+}

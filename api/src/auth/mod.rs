@@ -1,0 +1,1018 @@
+//! Citizen-card login: relying-party authentication (RFC 7523 client assertions → access
+//! token), challenges, PIN login and かざし login with JPKI user-authentication certificates,
+//! ID tokens and their keys, CRLs and renewal links.
+//!
+//! Promises:
+//! - a refused attempt writes no business event (every check runs before the write model is
+//!   asked to change anything);
+//! - every attempt, accepted or refused, is in `auth_audit` before the response is sent;
+//! - raw certificates, signatures and tokens are never logged: only the certificate's
+//!   SHA-256 fingerprint is recorded.
+
+pub mod cache;
+pub mod challenge;
+pub mod clock;
+pub mod config;
+pub mod crl;
+pub mod db;
+pub mod identity;
+pub mod jpki;
+pub mod jws;
+pub mod keys;
+pub mod metrics;
+#[cfg(test)]
+mod verifier_tests;
+
+use crate::errors::Problem;
+use actix_web::http::StatusCode;
+use base64::Engine;
+use challenge::{ChallengeError, ChallengeStore};
+use config::AuthSettings;
+use crl::{CrlError, CrlSet, RevocationError};
+use db::{AuditRecord, AuditSink, AuthDb};
+use identity::{Actor, CertRef, Identity, IdentityError, RpStatus};
+use jpki::{CertError, TrustAnchors, VerifiedCertificate};
+use jws::{JwsError, Parsed, VerifyKey};
+use keys::{KeyRing, ACCESS_TOKEN_TTL_SECS, ID_TOKEN_TTL_SECS};
+use metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub const ACR_PIN: &str = "urn:mykey:acr:pin";
+pub const ACR_KAZASHI: &str = "urn:mykey:acr:kazashi";
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Clock skew tolerated on assertion times.
+pub const ASSERTION_LEEWAY_SECS: i64 = 30;
+/// A client assertion may live at most this long (exp − now): bounds the replay table.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
+/// Longest accepted `jti`.
+pub const MAX_JTI_LEN: usize = 256;
+/// A card's RSA-2048 signature is 256 bytes; RSA-8192 would be 1024.
+pub const MAX_SIGNATURE_BYTES: usize = 1024;
+/// Verified access tokens remembered; cleared when full (they expire within 5 minutes).
+pub const MAX_VERIFIED_TOKENS: usize = 50_000;
+/// How often each instance sweeps challenges, reloads keys and CRLs, prunes assertion ids.
+pub const MAINTENANCE_INTERVAL_SECS: u64 = 30;
+
+/// Everything login needs, shared by all requests.
+#[derive(Debug)]
+pub struct Auth {
+    pub settings: AuthSettings,
+    pub anchors: TrustAnchors,
+    pub crls: CrlSet,
+    crl_seen: AtomicI64,
+    pub challenges: ChallengeStore,
+    pub keys: KeyRing,
+    pub db: AuthDb,
+    audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+    pub identity: Arc<dyn Identity>,
+    /// Access tokens whose signature and claims already verified: token → (RP id, exp).
+    /// A token is immutable, so its verification result is too; expiry and the RP's status
+    /// are still checked on every request.
+    verified_tokens: dashmap::DashMap<String, (String, i64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthStartError {
+    #[error("trust anchors: {0}")]
+    Trust(#[from] jpki::TrustError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Request context for audit and event metadata.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub correlation_id: Uuid,
+    pub client_addr: Option<String>,
+}
+
+fn problem(status: StatusCode, code: &str, title: &str) -> Problem {
+    Problem::new(status, code, title)
+}
+
+fn cert_problem(e: &CertError) -> Problem {
+    let status = match e {
+        CertError::Malformed(_) | CertError::TooLarge => StatusCode::BAD_REQUEST,
+        _ => StatusCode::FORBIDDEN,
+    };
+    problem(status, e.code(), "Certificate refused").with_detail(e.to_string())
+}
+
+fn revocation_problem(e: &RevocationError) -> Problem {
+    match e {
+        RevocationError::Revoked => problem(StatusCode::FORBIDDEN, e.code(), "Certificate revoked"),
+        // Not the citizen's fault: the platform cannot currently vouch for revocation status.
+        RevocationError::Stale | RevocationError::Missing => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.code(),
+            "Revocation status unavailable",
+        )
+        .with_detail(e.to_string()),
+    }
+}
+
+fn challenge_problem(e: ChallengeError) -> Problem {
+    let status = match e {
+        ChallengeError::Exhausted => StatusCode::TOO_MANY_REQUESTS,
+        ChallengeError::Unknown => StatusCode::NOT_FOUND,
+        ChallengeError::Used => StatusCode::CONFLICT,
+        ChallengeError::Expired => StatusCode::GONE,
+        ChallengeError::OtherClient => StatusCode::FORBIDDEN,
+    };
+    problem(status, e.code(), "Challenge refused").with_detail(e.to_string())
+}
+
+fn identity_problem(e: IdentityError) -> Problem {
+    match e {
+        IdentityError::Rejected { code, detail } => {
+            problem(StatusCode::FORBIDDEN, &code, "Refused by the write model").with_detail(detail)
+        }
+        IdentityError::Unavailable(d) => Problem::unavailable(d),
+    }
+}
+
+fn unauthorized(code: &str, detail: impl Into<String>) -> Problem {
+    problem(
+        StatusCode::UNAUTHORIZED,
+        code,
+        "Client authentication failed",
+    )
+    .with_detail(detail)
+}
+
+fn b64_std(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()
+}
+
+/// `aud` may be a string or an array (RFC 7519 4.1.3).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, want: &str) -> bool {
+        match self {
+            Audience::One(a) => a == want,
+            Audience::Many(v) => v.iter().any(|a| a == want),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    exp: i64,
+    jti: String,
+    #[serde(default)]
+    nbf: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AccessClaims {
+    iss: String,
+    sub: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+#[derive(Debug, Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    iat: i64,
+    exp: i64,
+    acr: &'a str,
+    jti: String,
+}
+
+/// The token endpoint's form.
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    pub grant_type: Option<String>,
+    pub client_assertion_type: Option<String>,
+    pub client_assertion: Option<String>,
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChallengeResponse {
+    pub challenge_id: Uuid,
+    pub nonce: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    pub challenge_id: String,
+    pub certificate: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KazashiBody {
+    pub certificate: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginResponse {
+    pub id_token: String,
+    pub ppid: String,
+    pub acr: &'static str,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CrlReport {
+    pub ca_key_id: String,
+    pub issuer: String,
+    pub this_update: String,
+    pub next_update: String,
+    pub revoked_entries: usize,
+    pub known_certificates_revoked: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenewalReport {
+    pub linked: usize,
+    pub failed: Vec<RenewalFailure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RenewalFailure {
+    pub line: usize,
+    pub code: String,
+    pub detail: String,
+}
+
+/// Largest renewal CSV accepted in one request/file: ~100k lines.
+pub const MAX_RENEWAL_CSV_BYTES: usize = 16 * 1024 * 1024;
+
+fn rfc3339(secs_or_ms: i64, ms: bool) -> String {
+    let t = if ms {
+        chrono::DateTime::from_timestamp_millis(secs_or_ms)
+    } else {
+        chrono::DateTime::from_timestamp(secs_or_ms, 0)
+    };
+    t.unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Auth {
+    /// Loads trust anchors and keys, loads CRLs from the database, starts the audit writer.
+    pub async fn build(
+        settings: AuthSettings,
+        pg: tokio_postgres::Config,
+        identity: Arc<dyn Identity>,
+    ) -> Result<Arc<Auth>, AuthStartError> {
+        let anchors = match &settings.trust_anchors_dir {
+            Some(dir) => TrustAnchors::from_dir(dir)?,
+            None => TrustAnchors::shipped()?,
+        };
+        let db = AuthDb::connect(pg)?;
+        db.ensure_schema_until_registered().await?;
+        let keys = KeyRing::default();
+        let rsa = match (&settings.id_token_alg, &settings.rsa_signing_key) {
+            (jws::Alg::RS256, Some(path)) => {
+                Some(read_pkcs8_pem(path).map_err(AuthStartError::Config)?)
+            }
+            _ => None,
+        };
+        keys.init(&db, settings.id_token_alg, rsa.as_deref())
+            .await?;
+        let metrics = Arc::new(Metrics::default());
+        let audit = AuditSink::spawn(db.clone(), metrics.clone());
+        let auth = Arc::new(Auth {
+            settings,
+            anchors,
+            crls: CrlSet::default(),
+            crl_seen: AtomicI64::new(0),
+            challenges: ChallengeStore::new(),
+            keys,
+            db,
+            audit,
+            metrics,
+            identity,
+            verified_tokens: dashmap::DashMap::new(),
+        });
+        auth.reload_crls().await?;
+        tracing::info!(
+            trust_anchors = auth.anchors.len(),
+            crls = auth.crl_seen.load(Ordering::Relaxed),
+            "citizen-card login ready"
+        );
+        Ok(auth)
+    }
+
+    /// Periodic upkeep on the current runtime; stops when the last `Arc<Auth>` is gone.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_secs(MAINTENANCE_INTERVAL_SECS));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(auth) = weak.upgrade() else { return };
+                let now = auth.settings.clock.now_secs();
+                auth.challenges.sweep(auth.settings.clock.now_ms());
+                if let Err(e) = auth.keys.reload(&auth.db).await {
+                    tracing::warn!("signing key reload failed: {e}");
+                }
+                if let Err(e) = auth.reload_crls().await {
+                    tracing::warn!("CRL reload failed: {e}");
+                }
+                if let Err(e) = auth.db.prune_jti(now - ASSERTION_LEEWAY_SECS).await {
+                    tracing::warn!("assertion id pruning failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// Installs CRLs stored since the last reload (loaded by the CLI or another instance).
+    pub async fn reload_crls(&self) -> Result<(), db::DbError> {
+        let seen = self.crl_seen.load(Ordering::Acquire);
+        let mut max = seen;
+        for stored in self.db.crls_after(seen).await? {
+            max = max.max(stored.id);
+            match crl::parse_crl(&stored.der, &self.anchors) {
+                Ok(c) => match self.crls.install(c) {
+                    Ok(()) | Err(CrlError::NotNewer) => {}
+                    Err(e) => tracing::warn!(id = stored.id, "stored CRL not installed: {e}"),
+                },
+                // E.g. its CA is no longer a configured anchor.
+                Err(e) => tracing::warn!(id = stored.id, "stored CRL skipped: {e}"),
+            }
+        }
+        self.crl_seen.fetch_max(max, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        ctx: &Ctx,
+        endpoint: &'static str,
+        rp_id: Option<&str>,
+        outcome: &str,
+        cert: Option<String>,
+    ) -> bool {
+        self.audit
+            .record(AuditRecord {
+                occurred_at: self.settings.clock.now(),
+                rp_id: rp_id.map(str::to_owned),
+                endpoint,
+                outcome: outcome.to_owned(),
+                cert_sha256: cert,
+                correlation_id: ctx.correlation_id,
+                client_addr: ctx.client_addr.clone(),
+            })
+            .await
+    }
+
+    /// Audits the outcome of an attempt; a success that cannot be audited is refused.
+    async fn finish<T>(
+        &self,
+        ctx: &Ctx,
+        endpoint: &'static str,
+        rp_id: Option<&str>,
+        cert: Option<String>,
+        result: Result<T, Problem>,
+    ) -> Result<T, Problem> {
+        let outcome = match &result {
+            Ok(_) => "OK",
+            Err(p) => p.code.as_str(),
+        };
+        let recorded = self.audit(ctx, endpoint, rp_id, outcome, cert).await;
+        match result {
+            Ok(_) if !recorded => Err(Problem::unavailable("audit trail unavailable")),
+            r => r,
+        }
+    }
+
+    // ---- relying-party authentication ----
+
+    /// POST /v1/oauth/token.
+    pub async fn token(&self, form: TokenForm, ctx: &Ctx) -> Result<TokenResponse, Problem> {
+        let mut rp_seen: Option<String> = None;
+        let result = self.token_inner(form, &mut rp_seen).await;
+        match &result {
+            Ok(_) => Metrics::inc(&self.metrics.tokens_issued),
+            Err(_) => Metrics::inc(&self.metrics.token_refusals),
+        }
+        self.finish(ctx, "oauth.token", rp_seen.as_deref(), None, result)
+            .await
+    }
+
+    async fn token_inner(
+        &self,
+        form: TokenForm,
+        rp_seen: &mut Option<String>,
+    ) -> Result<TokenResponse, Problem> {
+        if form.grant_type.as_deref() != Some("client_credentials") {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "UNSUPPORTED_GRANT_TYPE",
+                "Unsupported grant type",
+            )
+            .with_detail("grant_type must be client_credentials"));
+        }
+        if form.client_assertion_type.as_deref() != Some(CLIENT_ASSERTION_TYPE) {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "ASSERTION_TYPE_UNSUPPORTED",
+                "Unsupported client assertion type",
+            )
+            .with_detail(format!(
+                "client_assertion_type must be {CLIENT_ASSERTION_TYPE}"
+            )));
+        }
+        let raw = form.client_assertion.as_deref().unwrap_or_default();
+        let jws = Parsed::parse(raw).map_err(|e| match e {
+            JwsError::Algorithm => {
+                unauthorized("ASSERTION_ALGORITHM", "alg must be ES256 or RS256")
+            }
+            _ => problem(
+                StatusCode::BAD_REQUEST,
+                "ASSERTION_MALFORMED",
+                "Malformed client assertion",
+            ),
+        })?;
+        let claims: AssertionClaims = jws.claims().map_err(|_| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "ASSERTION_MALFORMED",
+                "Malformed client assertion",
+            )
+            .with_detail("iss, sub, aud, exp and jti are required")
+        })?;
+        if claims.iss != claims.sub || form.client_id.as_deref().is_some_and(|c| c != claims.iss) {
+            return Err(unauthorized(
+                "ASSERTION_ISSUER_MISMATCH",
+                "iss, sub (and client_id) must all be the client id",
+            ));
+        }
+        let rp_id = claims.iss.clone();
+        let rp = self.active_rp(&rp_id).await?;
+        *rp_seen = Some(rp_id.clone());
+        let key = VerifyKey::from_jwk(&rp.jwk)
+            .map_err(|e| unauthorized("CLIENT_KEY_UNUSABLE", e.to_string()))?;
+        jws.verify(&key).map_err(|_| {
+            unauthorized(
+                "ASSERTION_SIGNATURE_INVALID",
+                "signature does not verify with the registered key",
+            )
+        })?;
+        // Claims are checked only after the signature: nothing unsigned reaches the jti table.
+        let now = self.settings.clock.now_secs();
+        if !claims.aud.contains(&self.settings.token_endpoint()) {
+            return Err(unauthorized(
+                "ASSERTION_AUDIENCE",
+                format!("aud must be {}", self.settings.token_endpoint()),
+            ));
+        }
+        if now > claims.exp + ASSERTION_LEEWAY_SECS {
+            return Err(unauthorized("ASSERTION_EXPIRED", "exp has passed"));
+        }
+        if claims.exp - now > MAX_ASSERTION_LIFETIME_SECS {
+            return Err(unauthorized(
+                "ASSERTION_LIFETIME",
+                format!("exp may be at most {MAX_ASSERTION_LIFETIME_SECS} s ahead"),
+            ));
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now + ASSERTION_LEEWAY_SECS)
+        {
+            return Err(unauthorized(
+                "ASSERTION_NOT_YET_VALID",
+                "nbf is in the future",
+            ));
+        }
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(unauthorized(
+                "ASSERTION_JTI",
+                format!("jti must be 1..={MAX_JTI_LEN} characters"),
+            ));
+        }
+        let fresh = self
+            .db
+            .claim_jti(&rp_id, &claims.jti, claims.exp + ASSERTION_LEEWAY_SECS)
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        if !fresh {
+            return Err(unauthorized(
+                "ASSERTION_REPLAYED",
+                "this jti was already used",
+            ));
+        }
+        let key = self
+            .keys
+            .active()
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let access = AccessClaims {
+            iss: self.settings.issuer.clone(),
+            sub: rp_id,
+            aud: self.settings.issuer.clone(),
+            iat: now,
+            exp: now + ACCESS_TOKEN_TTL_SECS,
+            jti: Uuid::new_v4().to_string(),
+        };
+        let token = key
+            .signer
+            .sign(&key.kid, "at+jwt", &access)
+            .map_err(|_| Problem::internal())?;
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: ACCESS_TOKEN_TTL_SECS,
+        })
+    }
+
+    /// The RP, if it exists and is active.
+    async fn active_rp(&self, rp_id: &str) -> Result<identity::RelyingParty, Problem> {
+        let rp = self
+            .identity
+            .relying_party(rp_id)
+            .await
+            .map_err(identity_problem)?
+            .ok_or_else(|| unauthorized("CLIENT_UNKNOWN", "no such relying party"))?;
+        match rp.status {
+            RpStatus::Active => Ok(rp),
+            RpStatus::Suspended => Err(problem(
+                StatusCode::FORBIDDEN,
+                "CLIENT_SUSPENDED",
+                "Relying party suspended",
+            )),
+            RpStatus::Retired => Err(problem(
+                StatusCode::FORBIDDEN,
+                "CLIENT_RETIRED",
+                "Relying party retired",
+            )),
+        }
+    }
+
+    /// [`Auth::authenticate`], auditing a refusal as an attempt on `endpoint`.
+    pub async fn authenticate_for(
+        &self,
+        authorization: Option<&str>,
+        endpoint: &'static str,
+        ctx: &Ctx,
+    ) -> Result<String, Problem> {
+        let result = self.authenticate(authorization).await;
+        if let Err(p) = &result {
+            Metrics::inc(&self.metrics.login_refusals);
+            self.audit(ctx, endpoint, None, &p.code, None).await;
+        }
+        result
+    }
+
+    /// Checks a bearer access token; returns the RP id. The RP must still be active.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<String, Problem> {
+        let token = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                unauthorized(
+                    "ACCESS_TOKEN_MISSING",
+                    "Authorization: Bearer <access token> required",
+                )
+            })?;
+        let invalid = || unauthorized("ACCESS_TOKEN_INVALID", "access token invalid or expired");
+        let now = self.settings.clock.now_secs();
+        if let Some(hit) = self.verified_tokens.get(token).map(|e| e.clone()) {
+            if now > hit.1 {
+                return Err(invalid());
+            }
+            self.active_rp(&hit.0).await?;
+            return Ok(hit.0);
+        }
+        let jws = Parsed::parse(token).map_err(|_| invalid())?;
+        // typ at+jwt keeps an ID token (also signed by us) from passing as an access token.
+        if jws.header.typ.as_deref() != Some("at+jwt") {
+            return Err(invalid());
+        }
+        let kid = jws.header.kid.as_deref().ok_or_else(invalid)?;
+        let key = self.keys.verifying(kid, now).ok_or_else(invalid)?;
+        jws.verify(&key.public).map_err(|_| invalid())?;
+        let claims: AccessClaims = jws.claims().map_err(|_| invalid())?;
+        if claims.iss != self.settings.issuer
+            || claims.aud != self.settings.issuer
+            || now > claims.exp
+        {
+            return Err(invalid());
+        }
+        self.active_rp(&claims.sub).await?;
+        if self.verified_tokens.len() >= MAX_VERIFIED_TOKENS {
+            self.verified_tokens.clear();
+        }
+        self.verified_tokens
+            .insert(token.to_owned(), (claims.sub.clone(), claims.exp));
+        Ok(claims.sub)
+    }
+
+    // ---- challenges and logins ----
+
+    /// POST /v1/auth/challenges.
+    pub async fn challenge(&self, rp_id: &str, ctx: &Ctx) -> Result<ChallengeResponse, Problem> {
+        let result = self
+            .challenges
+            .issue(rp_id, self.settings.clock.now_ms())
+            .map(|c| ChallengeResponse {
+                challenge_id: c.id,
+                nonce: jws::b64(&c.nonce),
+                expires_at: rfc3339(c.expires_at_ms, true),
+            })
+            .map_err(challenge_problem);
+        // Issuing a challenge is not a login attempt; only refusals (a flood) are audited.
+        if let Err(p) = &result {
+            self.audit(ctx, "auth.challenge", Some(rp_id), &p.code, None)
+                .await;
+        }
+        result
+    }
+
+    fn decode_certificate(&self, b64: &str) -> Result<Vec<u8>, Problem> {
+        // Size before decoding: base64 is 4/3 of the DER.
+        if b64.len() > jpki::MAX_CERTIFICATE_BYTES * 4 / 3 + 8 {
+            return Err(cert_problem(&CertError::TooLarge));
+        }
+        b64_std(b64).ok_or_else(|| cert_problem(&CertError::Malformed("not base64".into())))
+    }
+
+    /// Certificate checks shared by both logins: path, time, profile, revocation.
+    fn check_certificate(&self, der: &[u8]) -> Result<VerifiedCertificate, Problem> {
+        let now = self.settings.clock.now_secs();
+        let cert = self
+            .anchors
+            .verify(der, now)
+            .map_err(|e| cert_problem(&e))?;
+        self.crls
+            .check(
+                &cert,
+                now,
+                self.settings.crl_grace_secs,
+                self.settings.require_crl,
+            )
+            .map_err(|e| {
+                if e != RevocationError::Revoked {
+                    Metrics::inc(&self.metrics.crl_stale_refusals);
+                    tracing::error!(ca = %cert.anchor.label, "login refused: {e} (alert)");
+                }
+                revocation_problem(&e)
+            })?;
+        Ok(cert)
+    }
+
+    fn id_token(
+        &self,
+        rp_id: &str,
+        ppid: &str,
+        acr: &'static str,
+    ) -> Result<(String, i64), Problem> {
+        let key = self
+            .keys
+            .active()
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let now = self.settings.clock.now_secs();
+        let exp = now + ID_TOKEN_TTL_SECS;
+        let claims = IdClaims {
+            iss: &self.settings.issuer,
+            aud: rp_id,
+            sub: ppid,
+            iat: now,
+            exp,
+            acr,
+            jti: Uuid::new_v4().to_string(),
+        };
+        let token = key
+            .signer
+            .sign(&key.kid, "JWT", &claims)
+            .map_err(|_| Problem::internal())?;
+        Ok((token, exp))
+    }
+
+    /// POST /v1/auth/login (PIN).
+    pub async fn pin_login(
+        &self,
+        rp_id: &str,
+        body: LoginBody,
+        ctx: &Ctx,
+    ) -> Result<LoginResponse, Problem> {
+        let mut fingerprint = None;
+        let result = self
+            .pin_login_inner(rp_id, body, ctx, &mut fingerprint)
+            .await;
+        self.count(&result, &self.metrics.pin_logins);
+        self.finish(ctx, "auth.login", Some(rp_id), fingerprint, result)
+            .await
+    }
+
+    async fn pin_login_inner(
+        &self,
+        rp_id: &str,
+        body: LoginBody,
+        ctx: &Ctx,
+        fingerprint: &mut Option<String>,
+    ) -> Result<LoginResponse, Problem> {
+        let der = self.decode_certificate(&body.certificate)?;
+        *fingerprint = Some(jpki::fingerprint(&der));
+        let signature = b64_std(&body.signature)
+            .filter(|s| !s.is_empty() && s.len() <= MAX_SIGNATURE_BYTES)
+            .ok_or_else(|| {
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "SIGNATURE_MALFORMED",
+                    "Malformed signature",
+                )
+            })?;
+        let challenge_id = Uuid::parse_str(&body.challenge_id)
+            .map_err(|_| challenge_problem(ChallengeError::Unknown))?;
+        // Consumed before the certificate is checked: a failed attempt burns its challenge.
+        let nonce = self
+            .challenges
+            .take(challenge_id, rp_id, self.settings.clock.now_ms())
+            .map_err(challenge_problem)?;
+        let cert = self.check_certificate(&der)?;
+        if !cert.verify_signature(&nonce, &signature) {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "SIGNATURE_INVALID",
+                "Signature does not verify",
+            )
+            .with_detail(
+                "expected RSASSA-PKCS1-v1_5 with SHA-256 over the challenge nonce bytes",
+            ));
+        }
+        let actor = Actor {
+            actor_id: rp_id.to_owned(),
+            role: "relying_party".to_owned(),
+            correlation_id: ctx.correlation_id,
+            client_addr: ctx.client_addr.clone(),
+        };
+        let cert_ref = CertRef {
+            issuer: cert.issuer.clone(),
+            serial: cert.serial.clone(),
+        };
+        let ppid = self
+            .identity
+            .register_login(&cert_ref, rp_id, &actor)
+            .await
+            .map_err(identity_problem)?;
+        let (id_token, exp) = self.id_token(rp_id, &ppid, ACR_PIN)?;
+        Ok(LoginResponse {
+            id_token,
+            ppid,
+            acr: ACR_PIN,
+            expires_at: rfc3339(exp, false),
+        })
+    }
+
+    /// POST /v1/auth/kazashi.
+    pub async fn kazashi(
+        &self,
+        rp_id: &str,
+        body: KazashiBody,
+        ctx: &Ctx,
+    ) -> Result<LoginResponse, Problem> {
+        let mut fingerprint = None;
+        let result = async {
+            let der = self.decode_certificate(&body.certificate)?;
+            fingerprint = Some(jpki::fingerprint(&der));
+            let cert = self.check_certificate(&der)?;
+            let cert_ref = CertRef {
+                issuer: cert.issuer.clone(),
+                serial: cert.serial.clone(),
+            };
+            let ppid = self
+                .identity
+                .active_ppid(&cert_ref, rp_id)
+                .await
+                .map_err(identity_problem)?
+                .ok_or_else(|| {
+                    problem(StatusCode::NOT_FOUND, "NOT_REGISTERED", "Not registered")
+                        .with_detail("register with a PIN login for this relying party first")
+                })?;
+            let (id_token, exp) = self.id_token(rp_id, &ppid, ACR_KAZASHI)?;
+            Ok(LoginResponse {
+                id_token,
+                ppid,
+                acr: ACR_KAZASHI,
+                expires_at: rfc3339(exp, false),
+            })
+        }
+        .await;
+        self.count(&result, &self.metrics.kazashi_logins);
+        self.finish(ctx, "auth.kazashi", Some(rp_id), fingerprint, result)
+            .await
+    }
+
+    fn count<T>(&self, result: &Result<T, Problem>, ok: &std::sync::atomic::AtomicU64) {
+        match result {
+            Ok(_) => Metrics::inc(ok),
+            Err(_) => Metrics::inc(&self.metrics.login_refusals),
+        }
+    }
+
+    // ---- operator: CRLs, renewals, keys ----
+
+    /// Verifies, stores and installs a CRL; marks the platform's known certificates on it
+    /// revoked (one CertificateRevoked event each, only the first time).
+    pub async fn load_crl(&self, der: &[u8], actor: &Actor) -> Result<CrlReport, Problem> {
+        let crl = crl::parse_crl(der, &self.anchors).map_err(|e| {
+            problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
+        })?;
+        if let Some(current) = self.crls.get(&crl.ca_key_id) {
+            if current.this_update >= crl.this_update {
+                let e = CrlError::NotNewer;
+                return Err(problem(StatusCode::CONFLICT, e.code(), "CRL refused")
+                    .with_detail(e.to_string()));
+            }
+        }
+        self.db
+            .insert_crl(&crl, der, &actor.actor_id)
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let mut known = 0;
+        for serial in &crl.revoked {
+            let cert = CertRef {
+                issuer: crl.issuer.clone(),
+                serial: serial.clone(),
+            };
+            if self
+                .identity
+                .mark_certificate_revoked(&cert, actor)
+                .await
+                .map_err(identity_problem)?
+            {
+                known += 1;
+            }
+        }
+        let report = CrlReport {
+            ca_key_id: crl.ca_key_id.clone(),
+            issuer: crl.issuer.clone(),
+            this_update: rfc3339(crl.this_update, false),
+            next_update: rfc3339(crl.next_update, false),
+            revoked_entries: crl.revoked.len(),
+            known_certificates_revoked: known,
+        };
+        match self.crls.install(crl) {
+            Ok(()) | Err(CrlError::NotNewer) => {}
+            Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused")),
+        }
+        Ok(report)
+    }
+
+    /// Imports renewal links from CSV lines `issuer,old serial,new serial` (an optional
+    /// header line starting with `issuer` is skipped; the issuer DN contains commas, so it
+    /// is quoted as in RFC 4180).
+    pub async fn import_renewals(
+        &self,
+        csv: &str,
+        actor: &Actor,
+    ) -> Result<RenewalReport, Problem> {
+        if csv.len() > MAX_RENEWAL_CSV_BYTES {
+            return Err(problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                "Request body too large",
+            ));
+        }
+        let mut report = RenewalReport {
+            linked: 0,
+            failed: Vec::new(),
+        };
+        for (i, line) in csv.lines().enumerate() {
+            let line_no = i + 1;
+            if line.trim().is_empty()
+                || (i == 0 && line.trim_start().to_ascii_lowercase().starts_with("issuer"))
+            {
+                continue;
+            }
+            let fields = match parse_csv_line(line) {
+                Some(f) if f.len() == 3 => f,
+                _ => {
+                    report.failed.push(RenewalFailure {
+                        line: line_no,
+                        code: "RENEWAL_LINE_MALFORMED".into(),
+                        detail: "expected 3 fields: issuer,old serial,new serial".into(),
+                    });
+                    continue;
+                }
+            };
+            let (Some(old), Some(new)) = (
+                jpki::normalize_serial(&fields[1]),
+                jpki::normalize_serial(&fields[2]),
+            ) else {
+                report.failed.push(RenewalFailure {
+                    line: line_no,
+                    code: "RENEWAL_SERIAL_MALFORMED".into(),
+                    detail: "serials are hex".into(),
+                });
+                continue;
+            };
+            let issuer = fields[0].trim();
+            if !self.anchors.iter().any(|a| a.subject == issuer) {
+                report.failed.push(RenewalFailure {
+                    line: line_no,
+                    code: "RENEWAL_ISSUER_UNKNOWN".into(),
+                    detail: "issuer is not a configured trust anchor's name".into(),
+                });
+                continue;
+            }
+            match self.identity.link_renewal(issuer, &old, &new, actor).await {
+                Ok(()) => report.linked += 1,
+                Err(IdentityError::Rejected { code, detail }) => {
+                    report.failed.push(RenewalFailure {
+                        line: line_no,
+                        code,
+                        detail,
+                    })
+                }
+                Err(IdentityError::Unavailable(d)) => return Err(Problem::unavailable(d)),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// One CSV record (RFC 4180 quoting, no embedded newlines).
+pub fn parse_csv_line(line: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cur.push(c),
+            (false, '"') if cur.trim().is_empty() && !was_quoted => {
+                cur.clear();
+                quoted = true;
+                was_quoted = true;
+            }
+            (false, ',') => {
+                fields.push(std::mem::take(&mut cur));
+                was_quoted = false;
+            }
+            (false, c) => cur.push(c),
+        }
+    }
+    if quoted {
+        return None;
+    }
+    fields.push(cur);
+    Some(fields)
+}
+
+/// Reads the DER of the first `PRIVATE KEY` block of a PEM file.
+pub fn read_pkcs8_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    jpki::pem_blocks(&text, "PRIVATE KEY")?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{}: no PKCS#8 PRIVATE KEY block", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lines_with_quoted_issuer() {
+        let f = parse_csv_line(r#""C=JP, O=JPKI",0a,0b"#).unwrap_or_default();
+        assert_eq!(f, vec!["C=JP, O=JPKI", "0a", "0b"]);
+        assert_eq!(parse_csv_line(r#""unterminated,1,2"#), None);
+        assert_eq!(parse_csv_line("a,b").unwrap_or_default().len(), 2);
+    }
+}

@@ -1,0 +1,63 @@
+//! POST /v1/oauth/token: a relying party trades an RFC 7523 client assertion for a
+//! five-minute access token.
+
+use crate::auth::{Auth, Ctx, TokenForm};
+use crate::errors::Problem;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use uuid::Uuid;
+
+/// The token form holds one JWT; 16 KiB is generous.
+pub const MAX_FORM_BODY: usize = 16 * 1024;
+
+/// Correlation id from `X-Correlation-Id` when it is a UUID, else a fresh one.
+pub fn ctx(req: &HttpRequest) -> Ctx {
+    let correlation_id = req
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .unwrap_or_else(Uuid::new_v4);
+    Ctx {
+        correlation_id,
+        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+    }
+}
+
+/// Form errors become problems too.
+pub fn form_error_handler(
+    err: actix_web::error::UrlencodedError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::UrlencodedError as U;
+    let problem = match &err {
+        U::Overflow { .. } => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            "Request body too large",
+        ),
+        U::ContentType => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Expected application/x-www-form-urlencoded",
+        ),
+        _ => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_BODY",
+            "Malformed request body",
+        ),
+    };
+    problem.into()
+}
+
+/// POST /v1/oauth/token (registered in [`super::auth::configure`] with its form limit).
+pub async fn token(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+    form: web::Form<TokenForm>,
+) -> Result<HttpResponse, Problem> {
+    let resp = auth.token(form.into_inner(), &ctx(&req)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(resp))
+}

@@ -1,0 +1,223 @@
+//! Operator endpoints under /v1/operator: CRLs, renewal links, signing-key rotation,
+//! relying-party registration and status.
+//!
+//! Authentication (for now): `Authorization: Bearer <MYKEY_OPERATOR_TOKEN>`, one shared
+//! operator secret from configuration, compared in constant time. With no token configured
+//! these endpoints answer 403 OPERATOR_DISABLED. Per-operator identities (and four eyes)
+//! belong to the operator console, not here.
+
+use super::oauth::ctx;
+use crate::auth::identity::{Actor, RpStatus};
+use crate::auth::{jws::VerifyKey, Auth};
+use crate::errors::Problem;
+use actix_web::http::StatusCode;
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A CRL body may be large (the national CRL); see [`crate::auth::crl::MAX_CRL_BYTES`].
+pub const MAX_OPERATOR_BODY: usize = crate::auth::crl::MAX_CRL_BYTES;
+
+fn operator(auth: &Auth, req: &HttpRequest) -> Result<Actor, Problem> {
+    let Some(expected) = auth.settings.operator_token.as_deref() else {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "OPERATOR_DISABLED",
+            "Operator endpoints disabled",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compare digests so timing reveals nothing about the token.
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    if a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        != 0
+    {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "OPERATOR_UNAUTHORIZED",
+            "Operator token required",
+        ));
+    }
+    let c = ctx(req);
+    Ok(Actor {
+        actor_id: "operator".to_owned(),
+        role: "operator".to_owned(),
+        correlation_id: c.correlation_id,
+        client_addr: c.client_addr,
+    })
+}
+
+/// POST /v1/operator/crls. Body: the CRL in DER (`application/pkix-crl`).
+pub async fn load_crl(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let actor = operator(&auth, &req)?;
+    Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
+}
+
+/// POST /v1/operator/renewals. Body: CSV `issuer,old serial,new serial` (`text/csv`).
+pub async fn import_renewals(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let actor = operator(&auth, &req)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_BODY",
+            "CSV must be UTF-8",
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(auth.import_renewals(text, &actor).await?))
+}
+
+#[post("/v1/operator/signing-keys/rotate")]
+pub async fn rotate_signing_key(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    operator(&auth, &req)?;
+    let rsa = match (auth.settings.id_token_alg, &auth.settings.rsa_signing_key) {
+        (crate::auth::jws::Alg::RS256, Some(p)) => {
+            Some(crate::auth::read_pkcs8_pem(p).map_err(Problem::unavailable)?)
+        }
+        _ => None,
+    };
+    let kid = auth
+        .keys
+        .rotate(&auth.db, auth.settings.id_token_alg, rsa.as_deref())
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterRp {
+    pub id: String,
+    pub kind: String,
+    /// Local government code for municipalities; the operator's code otherwise.
+    pub code: String,
+    pub name: String,
+    pub jwk: serde_json::Value,
+}
+
+fn check_jwk(jwk: &serde_json::Value) -> Result<(), Problem> {
+    VerifyKey::from_jwk(jwk).map(|_| ()).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "JWK_INVALID",
+            "Unusable public key",
+        )
+        .with_detail(e.to_string())
+    })
+}
+
+fn identity_problem(e: crate::auth::identity::IdentityError) -> Problem {
+    match e {
+        crate::auth::identity::IdentityError::Rejected { code, detail } => {
+            Problem::new(StatusCode::CONFLICT, &code, "Refused").with_detail(detail)
+        }
+        crate::auth::identity::IdentityError::Unavailable(d) => Problem::unavailable(d),
+    }
+}
+
+#[post("/v1/operator/relying-parties")]
+pub async fn register_rp(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+    body: web::Json<RegisterRp>,
+) -> Result<HttpResponse, Problem> {
+    let actor = operator(&auth, &req)?;
+    check_jwk(&body.jwk)?;
+    auth.identity
+        .register_relying_party(
+            &body.id,
+            &body.kind,
+            &body.code,
+            &body.name,
+            body.jwk.clone(),
+            &actor,
+        )
+        .await
+        .map_err(identity_problem)?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.id })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RotateRpKey {
+    pub jwk: serde_json::Value,
+}
+
+#[post("/v1/operator/relying-parties/{id}/key")]
+pub async fn rotate_rp_key(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<RotateRpKey>,
+) -> Result<HttpResponse, Problem> {
+    let actor = operator(&auth, &req)?;
+    check_jwk(&body.jwk)?;
+    auth.identity
+        .rotate_relying_party_key(&id, body.jwk.clone(), &actor)
+        .await
+        .map_err(identity_problem)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[post("/v1/operator/relying-parties/{id}/{action}")]
+pub async fn rp_status(
+    auth: web::Data<Auth>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Problem> {
+    let actor = operator(&auth, &req)?;
+    let (id, action) = path.into_inner();
+    let status = match action.as_str() {
+        "suspend" => RpStatus::Suspended,
+        "resume" => RpStatus::Active,
+        "retire" => RpStatus::Retired,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "No such action",
+            ))
+        }
+    };
+    auth.identity
+        .set_relying_party_status(&id, status, &actor)
+        .await
+        .map_err(identity_problem)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Registers every operator route. The two upload routes get body limits of their own.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/operator/crls")
+            .app_data(web::PayloadConfig::new(MAX_OPERATOR_BODY))
+            .route(web::post().to(load_crl)),
+    )
+    .service(
+        web::resource("/v1/operator/renewals")
+            .app_data(web::PayloadConfig::new(crate::auth::MAX_RENEWAL_CSV_BYTES))
+            .route(web::post().to(import_renewals)),
+    )
+    .service(rotate_signing_key)
+    .service(register_rp)
+    .service(rotate_rp_key)
+    .service(rp_status);
+}

@@ -1,0 +1,376 @@
+//! Point applications (自治体マイナポイント): submitted → payment service linked → review
+//! outcome recorded → points granted. Stream `application-<program>.<subject>`: one per
+//! subject per program, enforced by the deterministic id and a `NoStream` append.
+//!
+//! Invariants:
+//! - points are granted only for an approved outcome while a payment service is linked, once;
+//! - an unlinked payment service blocks every grant not yet made;
+//! - a review outcome is corrected only by a data patch; a correction after a grant records
+//!   the reversal owed (the grant is not erased) and allows a new grant for the new outcome.
+
+use crate::program::{existing as existing_program, ProgramState};
+use crate::relying_party::{ensure_active, RelyingPartyState, RpKind};
+use crate::{
+    check_text, Aggregate, Context, DomainError, ErrorCode, ProgramId, RelyingPartyId, Role,
+    SubjectId,
+};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    /// Approved for this many points (integers: points are never fractional).
+    Approved {
+        points: u64,
+    },
+    Rejected {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationState {
+    pub subject: SubjectId,
+    pub program: ProgramId,
+    pub municipality: RelyingPartyId,
+    pub payment_service: RelyingPartyId,
+    /// The payment provider's reference for the linked account, while linked.
+    pub link_ref: Option<String>,
+    pub outcome: Option<ReviewOutcome>,
+    /// Points granted under the current outcome.
+    pub granted_points: Option<u64>,
+    /// Points granted under earlier, corrected outcomes that must be reversed.
+    pub reversal_owed_points: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplicationCommand {
+    Submit {
+        subject: SubjectId,
+        program_id: ProgramId,
+        /// The program as loaded by the shell.
+        program: Option<ProgramState>,
+        payment_service: RelyingPartyId,
+        /// The chosen payment provider as loaded by the shell.
+        payment_provider: Option<RelyingPartyState>,
+    },
+    LinkPaymentService {
+        link_ref: String,
+    },
+    RecordReview {
+        outcome: ReviewOutcome,
+        program: Option<ProgramState>,
+    },
+    GrantPoints,
+    UnlinkPaymentService {
+        reason: String,
+    },
+    CorrectReview {
+        outcome: ReviewOutcome,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplicationEvent {
+    Submitted {
+        subject: SubjectId,
+        program: ProgramId,
+        municipality: RelyingPartyId,
+        payment_service: RelyingPartyId,
+    },
+    PaymentServiceLinked {
+        payment_service: RelyingPartyId,
+        link_ref: String,
+    },
+    ReviewRecorded {
+        outcome: ReviewOutcome,
+    },
+    PointsGranted {
+        points: u64,
+        payment_service: RelyingPartyId,
+    },
+    PaymentServiceUnlinked {
+        reason: String,
+        /// Set when a data patch unlinked it.
+        patch_id: Option<Uuid>,
+    },
+    ReviewCorrected {
+        previous: ReviewOutcome,
+        outcome: ReviewOutcome,
+        /// Points already granted under `previous`, now owed back (0 when none were granted).
+        reversal_owed_points: u64,
+        patch_id: Uuid,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Application;
+
+fn existing(state: &Option<ApplicationState>) -> Result<&ApplicationState, DomainError> {
+    state
+        .as_ref()
+        .ok_or_else(|| DomainError::new(ErrorCode::APPLICATION_NOT_FOUND, "no such application"))
+}
+
+fn check_outcome(outcome: &ReviewOutcome) -> Result<(), DomainError> {
+    match outcome {
+        ReviewOutcome::Approved { points: 0 } => Err(DomainError::new(
+            ErrorCode::POINTS_MUST_BE_POSITIVE,
+            "an approval grants at least one point",
+        )),
+        ReviewOutcome::Approved { .. } => Ok(()),
+        ReviewOutcome::Rejected { reason } => check_text("reason", reason),
+    }
+}
+
+pub fn decide(
+    state: &Option<ApplicationState>,
+    command: ApplicationCommand,
+    ctx: &Context<'_>,
+) -> Result<Vec<ApplicationEvent>, DomainError> {
+    use ApplicationCommand as C;
+    use ApplicationEvent as E;
+    match command {
+        C::Submit {
+            subject,
+            program_id,
+            program,
+            payment_service,
+            payment_provider,
+        } => {
+            if *ctx.role() != Role::Citizen(subject) {
+                return Err(DomainError::not_authorised(
+                    ctx,
+                    "only the citizen applies for themselves",
+                ));
+            }
+            if state.is_some() {
+                return Err(DomainError::new(
+                    ErrorCode::APPLICATION_ALREADY_SUBMITTED,
+                    format!("the citizen already applied to program {program_id}"),
+                ));
+            }
+            let p = existing_program(&program)?;
+            p.accepting_applications(ctx.now)?;
+            let psp = ensure_active(&payment_provider, &payment_service)?;
+            if psp.kind != RpKind::PaymentServiceProvider {
+                return Err(DomainError::new(
+                    ErrorCode::RP_WRONG_KIND,
+                    format!("{payment_service} is not a payment service provider"),
+                ));
+            }
+            Ok(vec![E::Submitted {
+                subject,
+                program: program_id,
+                municipality: p.municipality.clone(),
+                payment_service,
+            }])
+        }
+        C::LinkPaymentService { link_ref } => {
+            let a = existing(state)?;
+            match ctx.role() {
+                Role::System => {}
+                Role::RelyingParty(rp) if *rp == a.payment_service => {}
+                _ => {
+                    return Err(DomainError::not_authorised(
+                        ctx,
+                        "the chosen payment provider (or the platform) confirms the link",
+                    ))
+                }
+            }
+            if a.link_ref.is_some() {
+                return Err(DomainError::new(
+                    ErrorCode::PAYMENT_SERVICE_ALREADY_LINKED,
+                    "a payment service is already linked",
+                ));
+            }
+            check_text("link_ref", &link_ref)?;
+            Ok(vec![E::PaymentServiceLinked {
+                payment_service: a.payment_service.clone(),
+                link_ref,
+            }])
+        }
+        C::RecordReview { outcome, program } => {
+            let a = existing(state)?;
+            if *ctx.role() != Role::RelyingParty(a.municipality.clone()) {
+                return Err(DomainError::not_authorised(
+                    ctx,
+                    "only the program's municipality reviews its applications",
+                ));
+            }
+            existing_program(&program)?.not_paused()?;
+            if a.outcome.is_some() {
+                return Err(DomainError::new(
+                    ErrorCode::ALREADY_REVIEWED,
+                    "the outcome is recorded; only a data patch can correct it",
+                ));
+            }
+            check_outcome(&outcome)?;
+            Ok(vec![E::ReviewRecorded { outcome }])
+        }
+        C::GrantPoints => {
+            let a = existing(state)?;
+            match ctx.role() {
+                Role::System => {}
+                Role::RelyingParty(rp) if *rp == a.payment_service => {}
+                _ => {
+                    return Err(DomainError::not_authorised(
+                        ctx,
+                        "points are granted by the platform's payment batch or the provider",
+                    ))
+                }
+            }
+            let points = match &a.outcome {
+                None => {
+                    return Err(DomainError::new(
+                        ErrorCode::NOT_REVIEWED,
+                        "the application has not been reviewed",
+                    ))
+                }
+                Some(ReviewOutcome::Rejected { .. }) => {
+                    return Err(DomainError::new(
+                        ErrorCode::APPLICATION_REJECTED,
+                        "the application was rejected",
+                    ))
+                }
+                Some(ReviewOutcome::Approved { points }) => *points,
+            };
+            if a.granted_points.is_some() {
+                return Err(DomainError::new(
+                    ErrorCode::POINTS_ALREADY_GRANTED,
+                    "points were already granted for this outcome",
+                ));
+            }
+            if a.link_ref.is_none() {
+                return Err(DomainError::new(
+                    ErrorCode::PAYMENT_SERVICE_NOT_LINKED,
+                    "no payment service is linked to receive the points",
+                ));
+            }
+            Ok(vec![E::PointsGranted {
+                points,
+                payment_service: a.payment_service.clone(),
+            }])
+        }
+        C::UnlinkPaymentService { reason } => {
+            let a = existing(state)?;
+            let patch_id = match ctx.role() {
+                Role::Citizen(s) if *s == a.subject => None,
+                Role::Operator => Some(ctx.require_patch()?),
+                _ => {
+                    return Err(DomainError::not_authorised(
+                        ctx,
+                        "the citizen, or an operator through a data patch, unlinks",
+                    ))
+                }
+            };
+            if a.link_ref.is_none() {
+                return Err(DomainError::new(
+                    ErrorCode::PAYMENT_SERVICE_NOT_LINKED,
+                    "no payment service is linked",
+                ));
+            }
+            check_text("reason", &reason)?;
+            Ok(vec![E::PaymentServiceUnlinked { reason, patch_id }])
+        }
+        C::CorrectReview { outcome, reason } => {
+            let patch_id = ctx.require_patch()?;
+            let a = existing(state)?;
+            let previous = a.outcome.clone().ok_or_else(|| {
+                DomainError::new(ErrorCode::NOT_REVIEWED, "there is no outcome to correct")
+            })?;
+            check_outcome(&outcome)?;
+            check_text("reason", &reason)?;
+            if previous == outcome {
+                return Err(DomainError::new(
+                    ErrorCode::SAME_OUTCOME,
+                    "the correction equals the recorded outcome",
+                ));
+            }
+            Ok(vec![E::ReviewCorrected {
+                previous,
+                outcome,
+                reversal_owed_points: a.granted_points.unwrap_or(0),
+                patch_id,
+                reason,
+            }])
+        }
+    }
+}
+
+pub fn evolve(
+    state: Option<ApplicationState>,
+    event: &ApplicationEvent,
+) -> Option<ApplicationState> {
+    use ApplicationEvent as E;
+    match (state, event) {
+        (
+            _,
+            E::Submitted {
+                subject,
+                program,
+                municipality,
+                payment_service,
+            },
+        ) => Some(ApplicationState {
+            subject: *subject,
+            program: program.clone(),
+            municipality: municipality.clone(),
+            payment_service: payment_service.clone(),
+            link_ref: None,
+            outcome: None,
+            granted_points: None,
+            reversal_owed_points: 0,
+        }),
+        (Some(mut a), E::PaymentServiceLinked { link_ref, .. }) => {
+            a.link_ref = Some(link_ref.clone());
+            Some(a)
+        }
+        (Some(mut a), E::ReviewRecorded { outcome }) => {
+            a.outcome = Some(outcome.clone());
+            Some(a)
+        }
+        (Some(mut a), E::PointsGranted { points, .. }) => {
+            a.granted_points = Some(*points);
+            Some(a)
+        }
+        (Some(mut a), E::PaymentServiceUnlinked { .. }) => {
+            a.link_ref = None;
+            Some(a)
+        }
+        (
+            Some(mut a),
+            E::ReviewCorrected {
+                outcome,
+                reversal_owed_points,
+                ..
+            },
+        ) => {
+            a.outcome = Some(outcome.clone());
+            a.reversal_owed_points += reversal_owed_points;
+            a.granted_points = None;
+            Some(a)
+        }
+        (None, _) => None,
+    }
+}
+
+impl Aggregate for Application {
+    const CATEGORY: &'static str = "application";
+    type State = Option<ApplicationState>;
+    type Command = ApplicationCommand;
+    type Event = ApplicationEvent;
+
+    fn decide(
+        state: &Self::State,
+        command: Self::Command,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Self::Event>, DomainError> {
+        decide(state, command, ctx)
+    }
+
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
+        evolve(state, event)
+    }
+}
