@@ -59,7 +59,7 @@ pub mod test_card;
 pub mod testing;
 
 use chrono::{DateTime, Utc};
-use mykey_domain::{Actor, Aggregate, Context, DomainError, IdSource, Role};
+use mykey_domain::{Actor, Aggregate, Context, IdSource};
 use mykey_schemas::{EnvelopeError, EventCodec, EventMetadata, NewEvent, SchemaError, StreamId};
 use mykey_store::{
     read_full_stream, AppendError, AppendOutcome, AppendRequest, EventStore, ExpectedVersion,
@@ -72,6 +72,7 @@ use uuid::Uuid;
 pub use identity::LoginResult;
 pub use mykey_domain::certificate::{CertificateRef, CertificateState};
 pub use mykey_domain::relying_party::{RelyingPartyState, RpKind, RpStatus};
+pub use mykey_domain::{DomainError, ErrorCode, Ppid, RelyingPartyId, Role, SubjectId};
 pub use patch::RequestPatch;
 pub use program::CreateProgram;
 pub use relying_party::RegisterRelyingParty;
@@ -193,6 +194,17 @@ impl From<AppendError> for CommandError {
             other => CommandError::Append(other),
         }
     }
+}
+
+/// The store deduplicated an append whose command id names a different command.
+pub(crate) fn command_id_reused(meta: &CommandMeta) -> CommandError {
+    CommandError::Domain(DomainError::new(
+        ErrorCode::COMMAND_ID_REUSED,
+        format!(
+            "command id {} was already used for a different command",
+            meta.command_id
+        ),
+    ))
 }
 
 /// What a single-aggregate command did.
@@ -440,6 +452,7 @@ impl<S: EventStore> Commands<S> {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<A::Command, CommandError>>,
     {
+        let mut deduplicated_elsewhere = false;
         for _ in 0..MAX_ATTEMPTS {
             let loaded = self.load::<A>(stream, Some(meta.command_id)).await?;
             if loaded.seen_command {
@@ -449,6 +462,9 @@ impl<S: EventStore> Commands<S> {
                     appended: 0,
                     deduplicated: true,
                 });
+            }
+            if deduplicated_elsewhere {
+                return Err(command_id_reused(meta));
             }
             let command = build().await?;
             let events = {
@@ -467,6 +483,10 @@ impl<S: EventStore> Commands<S> {
                 });
             };
             match self.try_append(meta, patch_id, vec![append]).await {
+                // The store already had this command id, yet this stream did not show it:
+                // either a twin request committed it just now (the re-read will show it), or
+                // the id was used for a different command (refused on the next pass).
+                Ok(outcome) if outcome.deduplicated => deduplicated_elsewhere = true,
                 Ok(outcome) => {
                     return Ok(Executed {
                         state,
@@ -475,7 +495,7 @@ impl<S: EventStore> Commands<S> {
                             .first()
                             .map_or(loaded.version, |s| s.last_version),
                         appended: events.len(),
-                        deduplicated: outcome.deduplicated,
+                        deduplicated: false,
                     })
                 }
                 Err(AttemptError::Conflict(s)) => {
@@ -510,6 +530,15 @@ impl<S: EventStore> Commands<S> {
                 return Ok(value);
             }
             match self.try_append(meta, patch_id, streams).await {
+                Ok(outcome) if outcome.deduplicated => {
+                    // Decide once more on what is now stored: a twin of this command committed
+                    // it (nothing left to do), or the id belongs to a different command.
+                    let (streams, value) = attempt().await?;
+                    if streams.is_empty() {
+                        return Ok(value);
+                    }
+                    return Err(command_id_reused(meta));
+                }
                 Ok(_) => return Ok(value),
                 Err(AttemptError::Conflict(s)) => {
                     tracing::debug!(stream = %s, "version conflict, re-deciding");

@@ -235,6 +235,7 @@ impl<S: EventStore> Commands<S> {
         patch_id: Uuid,
     ) -> Result<Executed<Option<PatchState>>> {
         let stream = stream_of::<Patch>(patch_id)?;
+        let mut deduplicated_elsewhere = false;
         for _ in 0..crate::MAX_ATTEMPTS {
             let loaded = self.load::<Patch>(&stream, Some(meta.command_id)).await?;
             if loaded.seen_command {
@@ -244,6 +245,9 @@ impl<S: EventStore> Commands<S> {
                     appended: 0,
                     deduplicated: true,
                 });
+            }
+            if deduplicated_elsewhere {
+                return Err(crate::command_id_reused(meta));
             }
             let events = {
                 let ctx = self.context(meta, None);
@@ -266,6 +270,7 @@ impl<S: EventStore> Commands<S> {
                 streams,
             };
             match self.store().append(request).await {
+                Ok(outcome) if outcome.deduplicated => deduplicated_elsewhere = true,
                 Ok(outcome) => {
                     return Ok(Executed {
                         state,
@@ -274,7 +279,7 @@ impl<S: EventStore> Commands<S> {
                             .first()
                             .map_or(loaded.version, |s| s.last_version),
                         appended,
-                        deduplicated: outcome.deduplicated,
+                        deduplicated: false,
                     })
                 }
                 // Our own stream moved (a concurrent approve/reject): decide again.

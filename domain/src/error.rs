@@ -27,6 +27,8 @@ error_codes! {
     INVALID_INPUT,
     /// The command may only be produced by an applied data patch.
     ONLY_BY_DATA_PATCH,
+    /// A command id (the idempotency key) was reused for a different command.
+    COMMAND_ID_REUSED,
 
     RP_ALREADY_REGISTERED,
     RP_NOT_FOUND,

@@ -169,3 +169,43 @@ pub(crate) fn check_text(field: &str, value: &str) -> Result<(), DomainError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod purity {
+    /// The crate's promise (no I/O, no clock, no randomness) checked on its own sources: the
+    /// workspace enables chrono's `clock` and uuid's `v4`, so the compiler alone would allow
+    /// `Utc::now()` or `Uuid::new_v4()` here.
+    #[test]
+    fn the_domain_reads_no_clock_and_draws_no_random_numbers() {
+        let forbidden = [
+            "Utc::now",
+            "Local::now",
+            "SystemTime",
+            "Instant::now",
+            "new_v4",
+            "now_v7",
+            "rand::",
+            "std::fs",
+            "std::net",
+            "std::env",
+            "tokio",
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            // Only the code before this test module: the list above names what it forbids.
+            let code = text.split("mod purity").next().unwrap_or_default();
+            for f in forbidden {
+                assert!(!code.contains(f), "{} uses {f}", path.display());
+            }
+            checked += 1;
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} source files found in {}",
+            dir.display()
+        );
+    }
+}

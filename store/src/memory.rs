@@ -148,8 +148,9 @@ impl EventStore for InMemoryStore {
             let mut log = self.lock();
             Self::append_locked(&mut log, request, now)?
         };
+        // send_modify: holding a borrow() guard while sending would deadlock the watch lock.
         self.head
-            .send_replace(outcome.last_position.max(*self.head.borrow()));
+            .send_modify(|h| *h = (*h).max(outcome.last_position));
         Ok(outcome)
     }
 

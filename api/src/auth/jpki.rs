@@ -319,15 +319,12 @@ impl TrustAnchors {
             .clone();
 
         let validity = cert.validity();
-        if now < validity.not_before.timestamp() {
-            return Err(CertError::NotYetValid);
-        }
-        if now > validity.not_after.timestamp() {
-            return Err(CertError::Expired);
-        }
-        if now < anchor.not_before || now > anchor.not_after {
-            return Err(CertError::IssuerExpired);
-        }
+        check_time(
+            now,
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+            &anchor,
+        )?;
 
         check_extensions(&cert)?;
 
@@ -341,11 +338,30 @@ impl TrustAnchors {
             issuer: anchor.subject.clone(),
             serial: serial_hex(cert.raw_serial()),
             fingerprint: hex::encode(Sha256::digest(der)),
+            not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
             rsa_public_key: spki.subject_public_key.data.to_vec(),
             anchor,
         })
     }
+}
+
+fn check_time(
+    now: i64,
+    not_before: i64,
+    not_after: i64,
+    anchor: &TrustAnchor,
+) -> Result<(), CertError> {
+    if now < not_before {
+        return Err(CertError::NotYetValid);
+    }
+    if now > not_after {
+        return Err(CertError::Expired);
+    }
+    if now < anchor.not_before || now > anchor.not_after {
+        return Err(CertError::IssuerExpired);
+    }
+    Ok(())
 }
 
 fn check_extensions(cert: &X509Certificate<'_>) -> Result<(), CertError> {
@@ -444,12 +460,20 @@ pub struct VerifiedCertificate {
     pub serial: String,
     /// Hex SHA-256 of the DER: what the audit log records instead of the certificate.
     pub fingerprint: String,
+    pub not_before: i64,
     pub not_after: i64,
     pub anchor: Arc<TrustAnchor>,
     rsa_public_key: Vec<u8>,
 }
 
 impl VerifiedCertificate {
+    /// The time checks of [`TrustAnchors::verify`] alone: everything else about a verified
+    /// certificate is fixed by its bytes and the anchors, so a cached verification only needs
+    /// this repeated.
+    pub fn check_time(&self, now: i64) -> Result<(), CertError> {
+        check_time(now, self.not_before, self.not_after, &self.anchor)
+    }
+
     /// Verifies the card's RSASSA-PKCS1-v1_5/SHA-256 signature over `message`.
     pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> bool {
         ring::signature::UnparsedPublicKey::new(

@@ -54,6 +54,8 @@ pub const MAX_JTI_LEN: usize = 256;
 pub const MAX_SIGNATURE_BYTES: usize = 1024;
 /// Verified access tokens remembered; cleared when full (they expire within 5 minutes).
 pub const MAX_VERIFIED_TOKENS: usize = 50_000;
+/// Verified certificates remembered (~1 KiB each); cleared when full.
+pub const MAX_VERIFIED_CERTS: usize = 100_000;
 /// How often each instance sweeps challenges, reloads keys and CRLs, prunes assertion ids.
 pub const MAINTENANCE_INTERVAL_SECS: u64 = 30;
 
@@ -74,6 +76,10 @@ pub struct Auth {
     /// A token is immutable, so its verification result is too; expiry and the RP's status
     /// are still checked on every request.
     verified_tokens: dashmap::DashMap<String, (String, i64)>,
+    /// Certificates that passed path and profile checks, by SHA-256 of their DER. Those
+    /// results depend only on the bytes and the anchors (fixed for the process); time
+    /// validity and revocation are still checked on every login.
+    verified_certs: dashmap::DashMap<String, VerifiedCertificate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,6 +325,7 @@ impl Auth {
             metrics,
             identity,
             verified_tokens: dashmap::DashMap::new(),
+            verified_certs: dashmap::DashMap::new(),
         });
         auth.reload_crls().await?;
         tracing::info!(
@@ -666,12 +673,31 @@ impl Auth {
     }
 
     /// Certificate checks shared by both logins: path, time, profile, revocation.
-    fn check_certificate(&self, der: &[u8]) -> Result<VerifiedCertificate, Problem> {
+    fn check_certificate(
+        &self,
+        der: &[u8],
+        fingerprint: &str,
+    ) -> Result<VerifiedCertificate, Problem> {
         let now = self.settings.clock.now_secs();
-        let cert = self
-            .anchors
-            .verify(der, now)
-            .map_err(|e| cert_problem(&e))?;
+        let cached = self.verified_certs.get(fingerprint).map(|c| c.clone());
+        let cert = match cached {
+            Some(c) => {
+                c.check_time(now).map_err(|e| cert_problem(&e))?;
+                c
+            }
+            None => {
+                let c = self
+                    .anchors
+                    .verify(der, now)
+                    .map_err(|e| cert_problem(&e))?;
+                if self.verified_certs.len() >= MAX_VERIFIED_CERTS {
+                    self.verified_certs.clear();
+                }
+                self.verified_certs
+                    .insert(fingerprint.to_owned(), c.clone());
+                c
+            }
+        };
         self.crls
             .check(
                 &cert,
@@ -741,7 +767,8 @@ impl Auth {
         fingerprint: &mut Option<String>,
     ) -> Result<LoginResponse, Problem> {
         let der = self.decode_certificate(&body.certificate)?;
-        *fingerprint = Some(jpki::fingerprint(&der));
+        let fp = jpki::fingerprint(&der);
+        *fingerprint = Some(fp.clone());
         let signature = b64_std(&body.signature)
             .filter(|s| !s.is_empty() && s.len() <= MAX_SIGNATURE_BYTES)
             .ok_or_else(|| {
@@ -758,7 +785,7 @@ impl Auth {
             .challenges
             .take(challenge_id, rp_id, self.settings.clock.now_ms())
             .map_err(challenge_problem)?;
-        let cert = self.check_certificate(&der)?;
+        let cert = self.check_certificate(&der, &fp)?;
         if !cert.verify_signature(&nonce, &signature) {
             return Err(problem(
                 StatusCode::FORBIDDEN,
@@ -803,8 +830,9 @@ impl Auth {
         let mut fingerprint = None;
         let result = async {
             let der = self.decode_certificate(&body.certificate)?;
-            fingerprint = Some(jpki::fingerprint(&der));
-            let cert = self.check_certificate(&der)?;
+            let fp = jpki::fingerprint(&der);
+            fingerprint = Some(fp.clone());
+            let cert = self.check_certificate(&der, &fp)?;
             let cert_ref = CertRef {
                 issuer: cert.issuer.clone(),
                 serial: cert.serial.clone(),

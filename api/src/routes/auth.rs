@@ -31,7 +31,9 @@ pub async fn login(
     body: web::Json<LoginBody>,
 ) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
-    let rp = auth.authenticate_for(bearer(&req), "auth.login", &ctx).await?;
+    let rp = auth
+        .authenticate_for(bearer(&req), "auth.login", &ctx)
+        .await?;
     let r = auth.pin_login(&rp, body.into_inner(), &ctx).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
@@ -45,7 +47,9 @@ pub async fn kazashi(
     body: web::Json<KazashiBody>,
 ) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
-    let rp = auth.authenticate_for(bearer(&req), "auth.kazashi", &ctx).await?;
+    let rp = auth
+        .authenticate_for(bearer(&req), "auth.kazashi", &ctx)
+        .await?;
     let r = auth.kazashi(&rp, body.into_inner(), &ctx).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))

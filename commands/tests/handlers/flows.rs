@@ -409,7 +409,7 @@ async fn a_dry_run_may_not_touch_streams_the_request_did_not_name() {
 
 #[tokio::test]
 async fn patches_expire_after_the_configured_time() {
-    let (cmds, clock) = test_commands(LocalStore::default());
+    let (cmds, clock) = test_commands(new_store());
     let cmds = cmds.with_patch_ttl(Duration::hours(1));
     let city = chiyoda(&cmds).await;
     let cert = mykey_commands::CertificateRef::new("ca", "d1").unwrap_or_else(|e| panic!("{e}"));
@@ -604,7 +604,7 @@ async fn repeating_a_command_id_appends_nothing_and_succeeds() {
 /// Appends a competing request right before the handler's first append.
 #[derive(Debug)]
 struct RacingStore {
-    inner: LocalStore,
+    inner: InMemoryStore,
     interfere: Mutex<Option<AppendRequest>>,
     appends: AtomicU32,
 }
@@ -643,7 +643,7 @@ impl EventStore for RacingStore {
 
 #[tokio::test]
 async fn a_version_conflict_is_retried_on_fresh_state() {
-    let inner = LocalStore::default();
+    let inner = new_store();
     let (setup_cmds, _) = test_commands(inner.clone());
     let card = TestCardId::parse("card-2").unwrap_or_else(|e| panic!("{e}"));
     ok(setup_cmds
@@ -736,4 +736,75 @@ async fn retries_are_bounded_and_reported_as_contention() {
     );
     assert_eq!(r.err().map(|e| e.code()), Some("CONTENTION"));
     assert_eq!(cmds.store().0.load(Ordering::Relaxed), MAX_ATTEMPTS);
+}
+
+#[tokio::test]
+async fn a_command_id_reused_for_a_different_command_is_refused_not_silently_dropped() {
+    let (cmds, _) = setup();
+    let meta = operator("op-1");
+    let a = TestCardId::parse("card-a").unwrap_or_else(|e| panic!("{e}"));
+    let b = TestCardId::parse("card-b").unwrap_or_else(|e| panic!("{e}"));
+    ok(cmds.register_test_card(&meta, &a, "a").await);
+    assert_code(
+        cmds.register_test_card(&meta, &b, "b").await,
+        ErrorCode::COMMAND_ID_REUSED,
+    );
+    assert!(ok(cmds.load_test_card(&b).await).is_none());
+
+    let city = chiyoda(&cmds).await;
+    let login = system();
+    let c1 = mykey_commands::CertificateRef::new("ca", "e1").unwrap_or_else(|e| panic!("{e}"));
+    let c2 = mykey_commands::CertificateRef::new("ca", "e2").unwrap_or_else(|e| panic!("{e}"));
+    ok(cmds.register_login(&login, &c1, &city).await);
+    assert_code(
+        cmds.register_login(&login, &c2, &city).await,
+        ErrorCode::COMMAND_ID_REUSED,
+    );
+    assert_eq!(ok(cmds.resolve_certificate(&c2).await), None);
+}
+
+#[tokio::test]
+async fn a_v1_registration_in_the_log_is_upcast_on_read_and_usable() {
+    let (cmds, _) = setup();
+    // Written by the first platform version: no `kind`.
+    let payload = serde_json::json!({
+        "relying_party_id": "city-011002",
+        "code": "011002",
+        "name": "Sapporo",
+        "public_jwk": mykey_commands::testing::sample_jwk("k")
+    })
+    .to_string();
+    let stream = StreamId::parse("relying_party-city-011002").unwrap_or_else(|e| panic!("{e}"));
+    let legacy = AppendRequest::single(
+        stream,
+        ExpectedVersion::NoStream,
+        vec![NewEvent {
+            event_id: Uuid::from_u128(42),
+            event_type: "RelyingPartyRegistered".into(),
+            schema_version: 1,
+            payload,
+        }],
+        operator("op-0").event_metadata(None),
+    );
+    ok(cmds
+        .store()
+        .append(legacy)
+        .await
+        .map_err(CommandError::from));
+    let id = RelyingPartyId::parse("city-011002").unwrap_or_else(|e| panic!("{e}"));
+    let rp = ok(cmds.load_relying_party(&id).await).unwrap_or_else(|| panic!("rp"));
+    assert_eq!(rp.kind, RpKind::Municipality);
+    // It can own a program, which requires a municipality.
+    ok(cmds
+        .create_program(
+            &operator("op-1"),
+            CreateProgram {
+                id: prog("sapporo-1"),
+                municipality: id,
+                name: "Sapporo points".into(),
+                period_start: t0(),
+                period_end: t0() + Duration::days(10),
+            },
+        )
+        .await);
 }

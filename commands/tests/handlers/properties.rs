@@ -432,7 +432,7 @@ async fn run(cmds: &Cmds, f: &Fixture, op: Op) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // Default case count (256, or PROPTEST_CASES): about a second on the in-memory log.
 
     #[test]
     fn decided_state_equals_rebuilt_state_and_events_roundtrip_and_validate(ops in proptest::collection::vec(op(), 1..40)) {

@@ -355,6 +355,8 @@ async fn feed(
     mut next: u64,
     tx: mpsc::Sender<Result<EventEnvelope, StoreError>>,
 ) {
+    // The head value after which an empty read was already retried once.
+    let mut reread_at: Option<u64> = None;
     loop {
         let page = tokio::select! {
             _ = tx.closed() => return,
@@ -369,10 +371,16 @@ async fn feed(
         };
         if page.is_empty() {
             let known = *head.borrow_and_update();
+            if known >= next && reread_at != Some(known) {
+                // The head passed `next` while we were reading: read again. The head only
+                // moves after a commit is visible, so a read started now sees it.
+                reread_at = Some(known);
+                continue;
+            }
             let wait = async {
                 if known >= next {
-                    // The head says there is more but the read found nothing (rows removed
-                    // by hand): wait for a real change rather than spin.
+                    // Re-read after seeing this head and still nothing (rows removed by
+                    // hand): wait for a real change rather than spin.
                     head.changed().await.is_ok()
                 } else {
                     head.wait_for(|h| *h >= next).await.is_ok()

@@ -110,7 +110,11 @@ impl WriterConn {
     pub async fn new(client: Client) -> Result<WriterConn, tokio_postgres::Error> {
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                // Generic plans: every writer statement is an index probe or an insert whose
+                // best plan does not depend on the values, and re-planning each batch's
+                // statements (custom plans) costs about as much as running them.
+                "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
+                 SET plan_cache_mode = force_generic_plan",
                 WRITER_STATEMENT_TIMEOUT.as_millis(),
                 WRITER_STATEMENT_TIMEOUT.as_millis() * 2
             ))
