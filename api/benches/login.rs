@@ -131,6 +131,8 @@ struct Ctx {
     token: String,
     cards: Vec<Card>,
     key: Arc<RsaKeyPair>,
+    /// Only the first failure is printed.
+    error_shown: std::sync::atomic::AtomicBool,
 }
 
 async fn post(ctx: &Ctx, path: &str, body: Option<&Value>) -> Result<Value, BoxError> {
@@ -202,8 +204,11 @@ async fn phase(ctx: Arc<Ctx>, kind: Kind, clients: usize, secs: u64) -> Result<S
                     Ok(()) => lat.push(t.elapsed()),
                     Err(e) => {
                         errors += 1;
-                        if errors == 1 {
-                            eprintln!("error: {e}");
+                        if !ctx
+                            .error_shown
+                            .swap(true, std::sync::atomic::Ordering::Relaxed)
+                        {
+                            eprintln!("first error: {e}");
                         }
                     }
                 }
@@ -317,6 +322,7 @@ async fn run(db_name: &str) -> Result<(), BoxError> {
         token,
         cards,
         key,
+        error_shown: std::sync::atomic::AtomicBool::new(false),
     });
 
     // Registration: every card's first PIN login (writes subject, certificate, PPID events).

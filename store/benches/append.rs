@@ -19,6 +19,15 @@ use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
+/// `println!` that ignores a closed stdout (e.g. piped into `head`) instead of panicking, so
+/// the benchmark still reaches the end and drops its database.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Concurrent appending tasks (each waits for its append before the next).
 const TASKS: usize = 64;
 /// Distinct streams the tasks pick from at random.
@@ -67,7 +76,7 @@ async fn phase(
     events_per_append: usize,
     run_for: Duration,
 ) -> Result<PhaseResult, String> {
-    println!("== {name}: {TASKS} tasks, {events_per_append} event(s) per append, {run_for:?}");
+    say!("== {name}: {TASKS} tasks, {events_per_append} event(s) per append, {run_for:?}");
     let written = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + run_for;
@@ -99,7 +108,7 @@ async fn phase(
             loop {
                 tick.tick().await;
                 let now = written.load(Ordering::Relaxed);
-                println!(
+                say!(
                     "  {:>3.0}s  {:>9} events  {:>8} events/s",
                     start.elapsed().as_secs_f64(),
                     now,
@@ -135,11 +144,11 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 fn report(name: &str, r: &PhaseResult, before: (u64, u64), after: (u64, u64)) {
     let secs = r.elapsed.as_secs_f64();
     let batches = (after.0 - before.0).max(1);
-    println!(
+    say!(
         "BATCHES {name}: {batches} batches, {:.1} appends per batch",
         (after.1 - before.1) as f64 / batches as f64
     );
-    println!(
+    say!(
         "RESULT {name}: {:.0} events/s, {:.0} appends/s ({} events in {:.1} s); \
          append latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         r.events as f64 / secs,
@@ -187,7 +196,7 @@ async fn run(config: tokio_postgres::Config) -> Result<(), String> {
     let v = mykey_store::verify(&store, head.saturating_sub(10_000).max(1), Some(head))
         .await
         .map_err(|e| e.to_string())?;
-    println!(
+    say!(
         "verify of the last {} events: intact = {}",
         v.verified,
         v.is_intact()
