@@ -33,10 +33,14 @@ pub struct LocalPostgres {
     bin_dir: PathBuf,
     data_dir: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// False when the cluster was already running (e.g. a CLI command next to a running
+    /// server): then [`LocalPostgres::stop`] leaves it running for its owner.
+    started_here: bool,
 }
 
 impl LocalPostgres {
-    /// Initialises (first time) and starts the cluster in `<var_dir>/postgres`.
+    /// Initialises (first time) and starts the cluster in `<var_dir>/postgres`. Blocking; call
+    /// [`LocalPostgres::ensure_database`] next.
     pub fn start(var_dir: &Path) -> Result<LocalPostgres, LocalPgError> {
         let bin_dir = find_bin_dir().ok_or(LocalPgError::NoBinaries)?;
         let run_as = if is_root() {
@@ -49,15 +53,17 @@ impl LocalPostgres {
             .canonicalize()
             .map_err(|e| step("resolve var dir", e))?;
         let data_dir = var_dir.join("postgres");
-        let pg = LocalPostgres {
+        let mut pg = LocalPostgres {
             bin_dir,
             data_dir,
             run_as,
+            started_here: false,
         };
         if !pg.data_dir.join("PG_VERSION").exists() {
             pg.init()?;
         }
         if !pg.is_running() {
+            pg.started_here = true;
             pg.run_tool(
                 "pg_ctl start",
                 Command::new(pg.bin_dir.join("pg_ctl"))
@@ -76,7 +82,6 @@ impl LocalPostgres {
                     .arg("start"),
             )?;
         }
-        pg.ensure_database()?;
         Ok(pg)
     }
 
@@ -95,8 +100,12 @@ impl LocalPostgres {
         c
     }
 
-    /// Fast shutdown: open transactions are rolled back, committed data is safe.
+    /// Fast shutdown (open transactions are rolled back, committed data is safe) — only if
+    /// this process started the cluster.
     pub fn stop(&self) -> Result<(), LocalPgError> {
+        if !self.started_here {
+            return Ok(());
+        }
         self.run_tool(
             "pg_ctl stop",
             Command::new(self.bin_dir.join("pg_ctl"))
@@ -141,33 +150,38 @@ impl LocalPostgres {
             .is_ok_and(|s| s.success())
     }
 
-    fn ensure_database(&self) -> Result<(), LocalPgError> {
-        let psql = |sql: &str| {
-            let mut c = Command::new(self.bin_dir.join("psql"));
-            c.arg("-h")
-                .arg(&self.data_dir)
-                .arg("-p")
-                .arg(LOCAL_PORT.to_string())
-                .arg("-U")
-                .arg(LOCAL_DB)
-                .arg("-d")
-                .arg("postgres")
-                .arg("-tAc")
-                .arg(sql);
-            c
-        };
-        let out = psql(&format!(
-            "SELECT 1 FROM pg_database WHERE datname = '{LOCAL_DB}'"
-        ))
-        .as_user(self.run_as)
-        .output()
-        .map_err(|e| step("psql", e))?;
-        if String::from_utf8_lossy(&out.stdout).trim() != "1" {
-            self.run_tool(
-                "create database",
-                &mut psql(&format!("CREATE DATABASE {LOCAL_DB}")),
-            )?;
+    /// Creates the server's database on first start (over the Unix socket, as the cluster's
+    /// superuser role, which `initdb -U` named like the database).
+    pub async fn ensure_database(&self) -> Result<(), LocalPgError> {
+        let mut admin = self.config();
+        admin.dbname("postgres");
+        let (client, connection) = admin
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| LocalPgError::Step {
+                step: "connect to the private cluster",
+                detail: e.to_string(),
+            })?;
+        let conn = tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&LOCAL_DB])
+            .await
+            .map_err(|e| LocalPgError::Step {
+                step: "look up the database",
+                detail: e.to_string(),
+            })?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {LOCAL_DB}"))
+                .await
+                .map_err(|e| LocalPgError::Step {
+                    step: "create the database",
+                    detail: e.to_string(),
+                })?;
         }
+        drop(client);
+        let _ = conn.await;
         Ok(())
     }
 

@@ -26,6 +26,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let var_dir = settings.var_dir.clone();
             let local =
                 tokio::task::spawn_blocking(move || LocalPostgres::start(&var_dir)).await??;
+            if let Err(e) = local.ensure_database().await {
+                let _ = tokio::task::spawn_blocking(move || local.stop()).await;
+                return Err(e.into());
+            }
             tracing::info!(
                 data_dir = %local.data_dir().display(),
                 "no DATABASE_URL: using the private PostgreSQL cluster (Unix socket in its data directory)"
