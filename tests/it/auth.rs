@@ -745,6 +745,26 @@ async fn crls_revoke_and_a_stale_crl_fails_closed() {
             .any(|l| l.starts_with("mykey_crl_stale_refusals_total ") && !l.ends_with(" 0")),
         "{metrics}"
     );
+    // Operator attempts are audited too, refused ones included.
+    let c = app.db.client().await;
+    let rows = c
+        .query(
+            "SELECT outcome FROM auth_audit WHERE endpoint = 'operator.crl' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outcomes: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "CRL_SIGNATURE_INVALID",
+            "CRL_MALFORMED",
+            "OK",
+            "OK",
+            "CRL_NOT_NEWER"
+        ]
+    );
 }
 
 impl App {
@@ -1251,4 +1271,68 @@ async fn rs256_id_tokens_verify_against_the_jwks() {
             &sig,
         )
         .unwrap_or_else(|_| panic!("RS256 ID token does not verify against the JWKS"));
+}
+
+#[tokio::test]
+async fn a_ppid_invalidated_by_an_operator_patch_is_replaced_at_the_next_pin_login() {
+    let app = spawn(false).await;
+    let rp = app.register_rp("rp-patch").await;
+    let t = app.access_token(&rp).await;
+    let card = CardSpec::valid(&pki().ca_a).issue();
+    let first = app.pin_login(&t, &card).await;
+    let ppid_s = first.2["ppid"].as_str().unwrap_or_default().to_owned();
+    // Warm the server's cache so the test proves the patch's events clear it.
+    assert_eq!(app.kazashi(&t, &card).await.2["ppid"], ppid_s.as_str());
+
+    let store = mykey_store::pg::PgEventStore::connect(app.db.config(), Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cmds = mykey_commands::Commands::new(store);
+    let ppid = mykey_domain::Ppid::parse(&ppid_s).unwrap_or_else(|e| panic!("{e:?}"));
+    let state = cmds
+        .load_ppid(&ppid)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("PPID not in the log"));
+    let op = |who: &str| {
+        mykey_commands::CommandMeta::new(who, mykey_domain::Role::Operator, uuid::Uuid::new_v4())
+    };
+    let patch_id = uuid::Uuid::new_v4();
+    let stream = |s: String| mykey_schemas::StreamId::parse(&s).unwrap_or_else(|e| panic!("{e}"));
+    cmds.request_patch(
+        &op("operator-a"),
+        mykey_commands::RequestPatch {
+            patch_id,
+            ticket_id: "T-1".into(),
+            reason: "municipality registered the wrong person".into(),
+            targets: vec![
+                stream(format!("ppid-{ppid}")),
+                stream(format!("subject-{}", state.subject)),
+            ],
+            actions: vec![mykey_domain::patch::PatchAction::InvalidatePpid {
+                ppid: ppid.clone(),
+                reason: "wrong person".into(),
+            }],
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("request: {e}"));
+    cmds.dry_run_patch(&op("operator-a"), patch_id)
+        .await
+        .unwrap_or_else(|e| panic!("dry run: {e}"));
+    cmds.approve_patch(&op("operator-b"), patch_id)
+        .await
+        .unwrap_or_else(|e| panic!("approve: {e}"));
+    cmds.apply_patch(&op("operator-b"), patch_id)
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+
+    assert_problem(&app.kazashi(&t, &card).await, 404, "NOT_REGISTERED");
+    let again = app.pin_login(&t, &card).await;
+    assert_eq!(again.0, 200, "{:?}", again.2);
+    assert_ne!(
+        again.2["ppid"],
+        ppid_s.as_str(),
+        "a new PPID after invalidation"
+    );
 }

@@ -88,40 +88,6 @@ impl AuthDb {
         Ok(AuthDb { pool })
     }
 
-    /// Transitional: applies `0100_auth.sql` when the store's migration registry does not list
-    /// it yet (it is owned by the store crate). Once version 100 is registered this does
-    /// nothing and can be deleted; a database that got the tables from here before that
-    /// must be recreated (dev databases only).
-    pub async fn ensure_schema_until_registered(&self) -> Result<(), DbError> {
-        if mykey_store::pg::migrations::MIGRATIONS
-            .iter()
-            .any(|m| m.version == 100)
-        {
-            return Ok(());
-        }
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        // Same lock as the store's migration runner: concurrent servers apply it once.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&mykey_store::pg::migrations::MIGRATION_LOCK_KEY],
-        )
-        .await
-        .map_err(db_err)?;
-        let exists = tx
-            .query_one("SELECT to_regclass('auth_audit') IS NOT NULL", &[])
-            .await
-            .map_err(db_err)?
-            .try_get::<_, bool>(0)
-            .map_err(db_err)?;
-        if !exists {
-            tx.batch_execute(include_str!("../../../store/migrations/0100_auth.sql"))
-                .await
-                .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)
-    }
-
     async fn client(&self) -> Result<deadpool_postgres::Object, DbError> {
         self.pool.get().await.map_err(db_err)
     }

@@ -301,7 +301,6 @@ impl Auth {
             None => TrustAnchors::shipped()?,
         };
         let db = AuthDb::connect(pg)?;
-        db.ensure_schema_until_registered().await?;
         let keys = KeyRing::default();
         let rsa = match (&settings.id_token_alg, &settings.rsa_signing_key) {
             (jws::Alg::RS256, Some(path)) => {
@@ -380,7 +379,8 @@ impl Auth {
         Ok(())
     }
 
-    async fn audit(
+    /// Records one attempt in `auth_audit`; true once committed.
+    pub async fn audit(
         &self,
         ctx: &Ctx,
         endpoint: &'static str,

@@ -57,14 +57,34 @@ fn operator(auth: &Auth, req: &HttpRequest) -> Result<Actor, Problem> {
     })
 }
 
+/// Records an operator attempt (accepted or refused) in the audit trail.
+async fn audited(
+    auth: &Auth,
+    req: &HttpRequest,
+    endpoint: &'static str,
+    rp_id: Option<&str>,
+    result: Result<HttpResponse, Problem>,
+) -> Result<HttpResponse, Problem> {
+    let outcome = match &result {
+        Ok(_) => "OK".to_owned(),
+        Err(p) => p.code.clone(),
+    };
+    auth.audit(&ctx(req), endpoint, rp_id, &outcome, None).await;
+    result
+}
+
 /// POST /v1/operator/crls. Body: the CRL in DER (`application/pkix-crl`).
 pub async fn load_crl(
     auth: web::Data<Auth>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    let actor = operator(&auth, &req)?;
-    Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
+    let result: Result<HttpResponse, Problem> = async {
+        let actor = operator(&auth, &req)?;
+        Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
+    }
+    .await;
+    audited(&auth, &req, "operator.crl", None, result).await
 }
 
 /// POST /v1/operator/renewals. Body: CSV `issuer,old serial,new serial` (`text/csv`).
@@ -73,15 +93,19 @@ pub async fn import_renewals(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    let actor = operator(&auth, &req)?;
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_BODY",
-            "CSV must be UTF-8",
-        )
-    })?;
-    Ok(HttpResponse::Ok().json(auth.import_renewals(text, &actor).await?))
+    let result: Result<HttpResponse, Problem> = async {
+        let actor = operator(&auth, &req)?;
+        let text = std::str::from_utf8(&body).map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_BODY",
+                "CSV must be UTF-8",
+            )
+        })?;
+        Ok(HttpResponse::Ok().json(auth.import_renewals(text, &actor).await?))
+    }
+    .await;
+    audited(&auth, &req, "operator.renewals", None, result).await
 }
 
 #[post("/v1/operator/signing-keys/rotate")]
@@ -89,19 +113,23 @@ pub async fn rotate_signing_key(
     auth: web::Data<Auth>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    operator(&auth, &req)?;
-    let rsa = match (auth.settings.id_token_alg, &auth.settings.rsa_signing_key) {
-        (crate::auth::jws::Alg::RS256, Some(p)) => {
-            Some(crate::auth::read_pkcs8_pem(p).map_err(Problem::unavailable)?)
-        }
-        _ => None,
-    };
-    let kid = auth
-        .keys
-        .rotate(&auth.db, auth.settings.id_token_alg, rsa.as_deref())
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
+    let result: Result<HttpResponse, Problem> = async {
+        operator(&auth, &req)?;
+        let rsa = match (auth.settings.id_token_alg, &auth.settings.rsa_signing_key) {
+            (crate::auth::jws::Alg::RS256, Some(p)) => {
+                Some(crate::auth::read_pkcs8_pem(p).map_err(Problem::unavailable)?)
+            }
+            _ => None,
+        };
+        let kid = auth
+            .keys
+            .rotate(&auth.db, auth.settings.id_token_alg, rsa.as_deref())
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
+    }
+    .await;
+    audited(&auth, &req, "operator.signing_key", None, result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,20 +168,32 @@ pub async fn register_rp(
     req: HttpRequest,
     body: web::Json<RegisterRp>,
 ) -> Result<HttpResponse, Problem> {
-    let actor = operator(&auth, &req)?;
-    check_jwk(&body.jwk)?;
-    auth.identity
-        .register_relying_party(
-            &body.id,
-            &body.kind,
-            &body.code,
-            &body.name,
-            body.jwk.clone(),
-            &actor,
-        )
-        .await
-        .map_err(identity_problem)?;
-    Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.id })))
+    let rp_id = body.id.clone();
+    let result: Result<HttpResponse, Problem> = async {
+        let actor = operator(&auth, &req)?;
+        check_jwk(&body.jwk)?;
+        auth.identity
+            .register_relying_party(
+                &body.id,
+                &body.kind,
+                &body.code,
+                &body.name,
+                body.jwk.clone(),
+                &actor,
+            )
+            .await
+            .map_err(identity_problem)?;
+        Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.id })))
+    }
+    .await;
+    audited(
+        &auth,
+        &req,
+        "operator.rp_register",
+        Some(rp_id.as_str()),
+        result,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,13 +208,18 @@ pub async fn rotate_rp_key(
     id: web::Path<String>,
     body: web::Json<RotateRpKey>,
 ) -> Result<HttpResponse, Problem> {
-    let actor = operator(&auth, &req)?;
-    check_jwk(&body.jwk)?;
-    auth.identity
-        .rotate_relying_party_key(&id, body.jwk.clone(), &actor)
-        .await
-        .map_err(identity_problem)?;
-    Ok(HttpResponse::NoContent().finish())
+    let rp_id = id.to_string();
+    let result: Result<HttpResponse, Problem> = async {
+        let actor = operator(&auth, &req)?;
+        check_jwk(&body.jwk)?;
+        auth.identity
+            .rotate_relying_party_key(&id, body.jwk.clone(), &actor)
+            .await
+            .map_err(identity_problem)?;
+        Ok(HttpResponse::NoContent().finish())
+    }
+    .await;
+    audited(&auth, &req, "operator.rp_key", Some(rp_id.as_str()), result).await
 }
 
 #[post("/v1/operator/relying-parties/{id}/{action}")]
@@ -183,25 +228,37 @@ pub async fn rp_status(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
-    let actor = operator(&auth, &req)?;
-    let (id, action) = path.into_inner();
-    let status = match action.as_str() {
-        "suspend" => RpStatus::Suspended,
-        "resume" => RpStatus::Active,
-        "retire" => RpStatus::Retired,
-        _ => {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "No such action",
-            ))
-        }
-    };
-    auth.identity
-        .set_relying_party_status(&id, status, &actor)
-        .await
-        .map_err(identity_problem)?;
-    Ok(HttpResponse::NoContent().finish())
+    let rp_id = path.0.clone();
+    let result: Result<HttpResponse, Problem> = async {
+        let actor = operator(&auth, &req)?;
+        let (id, action) = path.into_inner();
+        let status = match action.as_str() {
+            "suspend" => RpStatus::Suspended,
+            "resume" => RpStatus::Active,
+            "retire" => RpStatus::Retired,
+            _ => {
+                return Err(Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "No such action",
+                ))
+            }
+        };
+        auth.identity
+            .set_relying_party_status(&id, status, &actor)
+            .await
+            .map_err(identity_problem)?;
+        Ok(HttpResponse::NoContent().finish())
+    }
+    .await;
+    audited(
+        &auth,
+        &req,
+        "operator.rp_status",
+        Some(rp_id.as_str()),
+        result,
+    )
+    .await
 }
 
 /// Registers every operator route. The two upload routes get body limits of their own.
