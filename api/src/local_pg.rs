@@ -155,13 +155,14 @@ impl LocalPostgres {
     pub async fn ensure_database(&self) -> Result<(), LocalPgError> {
         let mut admin = self.config();
         admin.dbname("postgres");
-        let (client, connection) = admin
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| LocalPgError::Step {
-                step: "connect to the private cluster",
-                detail: e.to_string(),
-            })?;
+        let (client, connection) =
+            admin
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| LocalPgError::Step {
+                    step: "connect to the private cluster",
+                    detail: e.to_string(),
+                })?;
         let conn = tokio::spawn(connection);
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&LOCAL_DB])

@@ -79,7 +79,10 @@ async fn server_binary_runs_on_a_private_postgres_and_stops_cleanly_on_sigterm()
         .unwrap_or_else(|e| panic!("readyz: {e}"));
     assert_eq!(resp.status(), 200);
     let pid_file = var_dir.join("postgres").join("postmaster.pid");
-    assert!(pid_file.exists(), "the private cluster runs under the var dir");
+    assert!(
+        pid_file.exists(),
+        "the private cluster runs under the var dir"
+    );
 
     let pid = child.id().unwrap_or_else(|| panic!("no pid"));
     let killed = std::process::Command::new("kill")
@@ -92,7 +95,10 @@ async fn server_binary_runs_on_a_private_postgres_and_stops_cleanly_on_sigterm()
         .unwrap_or_else(|_| panic!("server did not stop within 60 s of SIGTERM"))
         .unwrap_or_else(|e| panic!("wait: {e}"));
     assert!(status.success(), "clean exit, got {status}");
-    assert!(!pid_file.exists(), "the private cluster was stopped with the server");
+    assert!(
+        !pid_file.exists(),
+        "the private cluster was stopped with the server"
+    );
     let _ = std::fs::remove_dir_all(&var_dir);
 }
 
@@ -114,7 +120,10 @@ fn server_binary() -> std::path::PathBuf {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mykey-server-test-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "mykey-server-test-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     dir
 }
