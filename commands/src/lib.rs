@@ -250,6 +250,7 @@ pub fn stream_of<A: Aggregate>(id: impl fmt::Display) -> Result<StreamId, Comman
     Ok(StreamId::new(A::CATEGORY, id)?)
 }
 
+#[derive(Clone)]
 struct Ids(Arc<dyn Fn() -> Uuid + Send + Sync>);
 
 impl IdSource for Ids {
@@ -268,7 +269,12 @@ enum AttemptError {
 pub struct Commands<S> {
     store: S,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Ids of new things (subjects, PPIDs, ...): random, because a PPID must not reveal when
+    /// it was issued.
     ids: Ids,
+    /// Ids of new events: UUID v7 (time-ordered, as the envelope specifies), which also keeps
+    /// the log's `event_id` index appending at its right edge instead of splitting at random.
+    event_ids: Ids,
     patch_ttl: chrono::Duration,
 }
 
@@ -279,9 +285,11 @@ impl<S> fmt::Debug for Commands<S> {
 }
 
 impl<S: EventStore> Commands<S> {
-    /// Handlers with the system clock and random (v4) ids.
+    /// Handlers with the system clock, random (v4) entity ids and time-ordered (v7) event ids.
     pub fn new(store: S) -> Commands<S> {
-        Commands::with_env(store, Utc::now, Uuid::new_v4)
+        let mut c = Commands::with_env(store, Utc::now, Uuid::new_v4);
+        c.event_ids = Ids(Arc::new(Uuid::now_v7));
+        c
     }
 
     /// Handlers with an injected clock and id source (tests, replays).
@@ -290,10 +298,13 @@ impl<S: EventStore> Commands<S> {
         clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
         ids: impl Fn() -> Uuid + Send + Sync + 'static,
     ) -> Commands<S> {
+        // One injected source for both, so tests stay deterministic.
+        let ids = Ids(Arc::new(ids));
         Commands {
             store,
             clock: Arc::new(clock),
-            ids: Ids(Arc::new(ids)),
+            event_ids: ids.clone(),
+            ids,
             patch_ttl: patch::DEFAULT_PATCH_TTL,
         }
     }
@@ -310,10 +321,6 @@ impl<S: EventStore> Commands<S> {
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
         (self.clock)()
-    }
-
-    pub(crate) fn new_id(&self) -> Uuid {
-        self.ids.next_uuid()
     }
 
     pub(crate) fn context(&self, meta: &CommandMeta, patch_id: Option<Uuid>) -> Context<'_> {
@@ -363,7 +370,7 @@ impl<S: EventStore> Commands<S> {
             .map(|e| {
                 let enc = A::encode(e)?;
                 Ok(NewEvent {
-                    event_id: self.new_id(),
+                    event_id: self.event_ids.next_uuid(),
                     event_type: enc.event_type.to_owned(),
                     schema_version: enc.schema_version,
                     payload: enc.payload,

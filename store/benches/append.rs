@@ -37,7 +37,8 @@ fn request(rng: &mut impl Rng, events: usize) -> Result<AppendRequest, String> {
     let stream = StreamId::new("bench", rng.gen_range(0..STREAMS)).map_err(|e| e.to_string())?;
     let events = (0..events)
         .map(|i| NewEvent {
-            event_id: Uuid::new_v4(),
+            // As the envelope specifies and the handlers produce: time-ordered v7.
+            event_id: Uuid::now_v7(),
             event_type: "BenchHappened".into(),
             schema_version: 1,
             // A small, realistic payload (a PPID issuance is about this size).
@@ -54,7 +55,7 @@ fn request(rng: &mut impl Rng, events: usize) -> Result<AppendRequest, String> {
         EventMetadata {
             actor_id: "bench".into(),
             actor_role: "system".into(),
-            command_id: Uuid::new_v4(),
+            command_id: Uuid::now_v7(),
             correlation_id: Uuid::new_v4(),
             causation_id: Uuid::new_v4(),
             patch_id: None,

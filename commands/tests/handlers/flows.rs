@@ -808,3 +808,15 @@ async fn a_v1_registration_in_the_log_is_upcast_on_read_and_usable() {
         )
         .await);
 }
+
+#[tokio::test]
+async fn production_handlers_give_events_time_ordered_v7_ids() {
+    // The envelope specifies v7; random ids would also cost the log's indexes about a third
+    // of its append throughput (docs/BENCHMARKS.md).
+    let cmds = mykey_commands::Commands::new(new_store());
+    let card = TestCardId::parse("card-v7").unwrap_or_else(|e| panic!("{e}"));
+    ok(cmds.register_test_card(&operator("op-1"), &card, "c").await);
+    let events = cmds.store().all_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_id.get_version_num(), 7);
+}
