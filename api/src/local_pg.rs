@@ -85,6 +85,27 @@ impl LocalPostgres {
         Ok(pg)
     }
 
+    /// Stops whatever cluster runs in `<var_dir>/postgres`, whoever started it: for clean-up
+    /// after a crashed server (or a failed test) left it running.
+    pub fn stop_leftover(var_dir: &Path) -> Result<(), LocalPgError> {
+        let data_dir = var_dir.join("postgres");
+        if !data_dir.join("postmaster.pid").exists() {
+            return Ok(());
+        }
+        let run_as = if is_root() {
+            Some(lookup_user("postgres").ok_or(LocalPgError::NoUnprivilegedUser)?)
+        } else {
+            None
+        };
+        let pg = LocalPostgres {
+            bin_dir: find_bin_dir().ok_or(LocalPgError::NoBinaries)?,
+            data_dir,
+            run_as,
+            started_here: true,
+        };
+        pg.stop()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }

@@ -11,6 +11,7 @@
 async fn server_binary_runs_on_a_private_postgres_and_stops_cleanly_on_sigterm() {
     let bin = server_binary();
     let var_dir = tempdir();
+    let _cleanup = StopLeftoverCluster(var_dir.clone());
     let port = free_port();
     let mut child = tokio::process::Command::new(&bin)
         .env_remove("DATABASE_URL")
@@ -68,7 +69,6 @@ async fn server_binary_runs_on_a_private_postgres_and_stops_cleanly_on_sigterm()
         !pid_file.exists(),
         "the private cluster was stopped with the server"
     );
-    let _ = std::fs::remove_dir_all(&var_dir);
 }
 
 /// Cargo builds the package's own binaries for its integration tests.
@@ -90,4 +90,20 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// If the test fails half-way, the server is SIGKILLed (kill_on_drop) and cannot stop its
+/// private cluster: stop it here so a failing run leaves no PostgreSQL behind.
+struct StopLeftoverCluster(std::path::PathBuf);
+
+impl Drop for StopLeftoverCluster {
+    fn drop(&mut self) {
+        if let Err(e) = mykey_api::local_pg::LocalPostgres::stop_leftover(&self.0) {
+            eprintln!(
+                "warning: could not stop the cluster under {}: {e}",
+                self.0.display()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
