@@ -90,7 +90,10 @@ pub fn pki() -> &'static Pki {
         other.push(DnType::CountryName, "JP");
         other.push(DnType::CommonName, "Not a JPKI CA");
         let rogue_other_name = make_ca("ca-rogue", other);
-        let dir = std::env::temp_dir().join(format!("mykey-test-anchors-{}", std::process::id()));
+        // Inside the build's own scratch folder (removed with `cargo clean`), never /tmp: this
+        // static lives for the whole test process, so nothing would remove it at the end.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("test-anchors-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.join("a.pem"), ca_a.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.join("b.pem"), ca_b.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
