@@ -11,8 +11,7 @@
 use crate::program::{existing as existing_program, ProgramState};
 use crate::relying_party::{ensure_active, RelyingPartyState, RpKind};
 use crate::{
-    check_text, Aggregate, Context, DomainError, ErrorCode, ProgramId, RelyingPartyId, Role,
-    SubjectId,
+    check_text, Context, DomainError, ErrorCode, ProgramId, RelyingPartyId, Role, SubjectId,
 };
 use uuid::Uuid;
 
@@ -356,21 +355,10 @@ pub fn evolve(
     }
 }
 
-impl Aggregate for Application {
-    const CATEGORY: &'static str = "application";
-    type State = Option<ApplicationState>;
-    type Command = ApplicationCommand;
-    type Event = ApplicationEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    Application,
+    "application",
+    Option<ApplicationState>,
+    ApplicationCommand,
+    ApplicationEvent
+);

@@ -3,7 +3,7 @@
 //! and serial (see [`CertificateRef::stream_key`]): the serial alone is not unique across CAs,
 //! and a hash keeps the stream id short and within the allowed characters.
 
-use crate::{check_text, Aggregate, Context, DomainError, ErrorCode, Role, SubjectId};
+use crate::{check_text, Context, DomainError, ErrorCode, Role, SubjectId};
 use sha2::{Digest, Sha256};
 
 /// Longest issuer identifier accepted (it is an identifier, e.g. a hex fingerprint or a DN).
@@ -265,24 +265,13 @@ pub fn evolve(mut state: CertificateState, event: &CertificateEvent) -> Certific
     state
 }
 
-impl Aggregate for Certificate {
-    const CATEGORY: &'static str = "certificate";
-    type State = CertificateState;
-    type Command = CertificateCommand;
-    type Event = CertificateEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    Certificate,
+    "certificate",
+    CertificateState,
+    CertificateCommand,
+    CertificateEvent
+);
 
 #[cfg(test)]
 mod tests {

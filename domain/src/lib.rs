@@ -127,6 +127,33 @@ impl Context<'_> {
 }
 
 /// One aggregate: its stream category, state, commands and events.
+/// Implements [`Aggregate`] for a marker type whose module defines free functions `decide` and
+/// `evolve` with the trait's signatures (every aggregate here is written that way, so the
+/// rules read as plain functions and the trait is only the shape the handlers need).
+#[macro_export]
+macro_rules! aggregate {
+    ($ty:ty, $category:literal, $state:ty, $command:ty, $event:ty) => {
+        impl $crate::Aggregate for $ty {
+            const CATEGORY: &'static str = $category;
+            type State = $state;
+            type Command = $command;
+            type Event = $event;
+
+            fn decide(
+                state: &Self::State,
+                command: Self::Command,
+                ctx: &$crate::Context<'_>,
+            ) -> Result<Vec<Self::Event>, $crate::DomainError> {
+                decide(state, command, ctx)
+            }
+
+            fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
+                evolve(state, event)
+            }
+        }
+    };
+}
+
 pub trait Aggregate {
     /// Stream category: streams are `<CATEGORY>-<id>`.
     const CATEGORY: &'static str;

@@ -1,7 +1,7 @@
 //! Maintenance notices: planned outages that citizens see and municipal systems read.
 //! Stream `maintenance-<id>`.
 
-use crate::{check_text, Aggregate, Context, DomainError, ErrorCode, NoticeId};
+use crate::{check_text, Context, DomainError, ErrorCode, NoticeId};
 use chrono::{DateTime, Utc};
 
 /// Most services one notice may name (they are short service labels).
@@ -142,21 +142,10 @@ pub fn evolve(state: Option<NoticeState>, event: &MaintenanceEvent) -> Option<No
     }
 }
 
-impl Aggregate for Maintenance {
-    const CATEGORY: &'static str = "maintenance";
-    type State = Option<NoticeState>;
-    type Command = MaintenanceCommand;
-    type Event = MaintenanceEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    Maintenance,
+    "maintenance",
+    Option<NoticeState>,
+    MaintenanceCommand,
+    MaintenanceEvent
+);

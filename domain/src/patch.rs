@@ -9,9 +9,7 @@
 //! shell may append from — so a patch can never append what its dry-run did not show.
 
 use crate::application::ReviewOutcome;
-use crate::{
-    check_text, Aggregate, Context, DomainError, ErrorCode, Ppid, ProgramId, Role, SubjectId,
-};
+use crate::{check_text, Context, DomainError, ErrorCode, Ppid, ProgramId, Role, SubjectId};
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
@@ -362,21 +360,4 @@ pub fn evolve(state: Option<PatchState>, event: &PatchEvent) -> Option<PatchStat
     }
 }
 
-impl Aggregate for Patch {
-    const CATEGORY: &'static str = "patch";
-    type State = Option<PatchState>;
-    type Command = PatchCommand;
-    type Event = PatchEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(Patch, "patch", Option<PatchState>, PatchCommand, PatchEvent);

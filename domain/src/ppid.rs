@@ -2,7 +2,7 @@
 //! invalidated only by a data patch. Stream `ppid-<ppid>`. A revoked or invalidated PPID stays
 //! so forever; the next registration issues a new random one.
 
-use crate::{Aggregate, Context, DomainError, ErrorCode, Ppid, RelyingPartyId, Role, SubjectId};
+use crate::{Context, DomainError, ErrorCode, Ppid, RelyingPartyId, Role, SubjectId};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,21 +150,10 @@ pub fn evolve(state: Option<PpidState>, event: &PpidEvent) -> Option<PpidState> 
     }
 }
 
-impl Aggregate for PpidAggregate {
-    const CATEGORY: &'static str = "ppid";
-    type State = Option<PpidState>;
-    type Command = PpidCommand;
-    type Event = PpidEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    PpidAggregate,
+    "ppid",
+    Option<PpidState>,
+    PpidCommand,
+    PpidEvent
+);

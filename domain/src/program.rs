@@ -2,7 +2,7 @@
 //! period, extended, paused (access restricted), resumed, closed. Stream `program-<id>`.
 
 use crate::relying_party::{ensure_active, RelyingPartyState, RpKind};
-use crate::{check_text, Aggregate, Context, DomainError, ErrorCode, ProgramId, RelyingPartyId};
+use crate::{check_text, Context, DomainError, ErrorCode, ProgramId, RelyingPartyId};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,21 +235,10 @@ pub fn evolve(state: Option<ProgramState>, event: &ProgramEvent) -> Option<Progr
     }
 }
 
-impl Aggregate for Program {
-    const CATEGORY: &'static str = "program";
-    type State = Option<ProgramState>;
-    type Command = ProgramCommand;
-    type Event = ProgramEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    Program,
+    "program",
+    Option<ProgramState>,
+    ProgramCommand,
+    ProgramEvent
+);

@@ -1,6 +1,6 @@
 //! Relying parties: the connected systems. Stream `relying_party-<id>`.
 
-use crate::{check_text, Aggregate, Context, DomainError, ErrorCode, RelyingPartyId, Role};
+use crate::{check_text, Context, DomainError, ErrorCode, RelyingPartyId, Role};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -310,24 +310,13 @@ pub fn evolve(
     }
 }
 
-impl Aggregate for RelyingParty {
-    const CATEGORY: &'static str = "relying_party";
-    type State = Option<RelyingPartyState>;
-    type Command = RelyingPartyCommand;
-    type Event = RelyingPartyEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    RelyingParty,
+    "relying_party",
+    Option<RelyingPartyState>,
+    RelyingPartyCommand,
+    RelyingPartyEvent
+);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! to it in the same atomic append as to the `ppid-` stream.
 
 use crate::certificate::CertificateRef;
-use crate::{Aggregate, Context, DomainError, ErrorCode, Ppid, RelyingPartyId, SubjectId};
+use crate::{Context, DomainError, ErrorCode, Ppid, RelyingPartyId, SubjectId};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,21 +164,10 @@ pub fn evolve(mut state: SubjectState, event: &SubjectEvent) -> SubjectState {
     state
 }
 
-impl Aggregate for Subject {
-    const CATEGORY: &'static str = "subject";
-    type State = SubjectState;
-    type Command = SubjectCommand;
-    type Event = SubjectEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    Subject,
+    "subject",
+    SubjectState,
+    SubjectCommand,
+    SubjectEvent
+);

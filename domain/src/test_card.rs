@@ -1,7 +1,7 @@
 //! The operator's register of test cards lent to vendors and municipalities.
 //! Stream `test_card-<id>`.
 
-use crate::{check_text, Aggregate, Context, DomainError, ErrorCode, TestCardId};
+use crate::{check_text, Context, DomainError, ErrorCode, TestCardId};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,21 +146,10 @@ pub fn evolve(state: Option<TestCardState>, event: &TestCardEvent) -> Option<Tes
     }
 }
 
-impl Aggregate for TestCard {
-    const CATEGORY: &'static str = "test_card";
-    type State = Option<TestCardState>;
-    type Command = TestCardCommand;
-    type Event = TestCardEvent;
-
-    fn decide(
-        state: &Self::State,
-        command: Self::Command,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Self::Event>, DomainError> {
-        decide(state, command, ctx)
-    }
-
-    fn evolve(state: Self::State, event: &Self::Event) -> Self::State {
-        evolve(state, event)
-    }
-}
+crate::aggregate!(
+    TestCard,
+    "test_card",
+    Option<TestCardState>,
+    TestCardCommand,
+    TestCardEvent
+);
