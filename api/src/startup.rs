@@ -3,7 +3,7 @@
 use crate::config::Settings;
 use crate::errors::json_error_handler;
 use crate::routes;
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
 use actix_web::{web, App, HttpServer};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use std::net::TcpListener;
@@ -75,6 +75,7 @@ impl Application {
                         .limit(MAX_JSON_BODY)
                         .error_handler(json_error_handler),
                 )
+                .wrap_fn(|req, srv| crate::auth::cache::within_request(srv.call(req)))
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
                 .configure(routes::auth::configure)

@@ -36,7 +36,8 @@ impl<S: EventStore> Commands<S> {
         certificate: &CertificateRef,
         relying_party: &RelyingPartyId,
     ) -> Result<LoginResult, CommandError> {
-        self.guard_acting_rp(meta).await?;
+        // No `guard_acting_rp`: `decide_login` admits only the platform or the RP itself as
+        // the actor and checks that RP's status, from the same read, one query fewer.
         let cert_stream = stream_of::<Certificate>(certificate.stream_key())?;
         let rp_stream = stream_of::<RelyingParty>(relying_party)?;
         let (cert_stream, rp_stream) = (&cert_stream, &rp_stream);

@@ -2,8 +2,8 @@
 //! relying party by id, and (certificate, RP) → active PPID.
 //!
 //! Correctness: before every lookup the cache is brought up to the event log's current head
-//! (one cheap `head()` query; when the head moved, the new events are read and any that could
-//! make an entry wrong clear the affected map). So a request that starts after an event was
+//! (one query for the events after the last one seen; any that could make an entry wrong
+//! clears the affected map). So a request that starts after an event was
 //! committed — a PPID revoked or invalidated, a certificate revoked, a relying party suspended
 //! or its key rotated, by any instance or the CLI — never sees the state from before it.
 //! An entry is inserted only if no invalidation happened while it was being loaded (epoch
@@ -38,13 +38,28 @@ const ADDITIVE: &[&str] = &[
 
 const NOT_SYNCED: u64 = u64::MAX;
 
+tokio::task_local! {
+    /// When the HTTP request being served arrived (see [`within_request`]).
+    static REQUEST_ARRIVED: Instant;
+}
+
+/// Serves `request` as one request arriving now: every lookup it makes is answered from a
+/// cache synced by a read that started after it arrived. That keeps the guarantee (nothing
+/// committed before the request is missed) while an access-token check and the login that
+/// follows share one read of the log instead of queueing for one each.
+pub async fn within_request<F: std::future::Future>(request: F) -> F::Output {
+    REQUEST_ARRIVED.scope(Instant::now(), request).await
+}
+
 pub struct CachedIdentity<I, S> {
     inner: I,
     store: S,
     /// Log position up to which invalidations have been applied.
     processed: AtomicU64,
-    /// Serialises syncs; holds when the last completed sync's head query *started*.
-    catch_up: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises syncs.
+    catch_up: tokio::sync::Mutex<()>,
+    /// When the last completed sync's read *started*. Checked before queueing for `catch_up`.
+    synced_as_of: std::sync::Mutex<Option<Instant>>,
     /// Bumped by every clear; loads insert only if it did not move.
     epoch: AtomicU64,
     rps: DashMap<String, RelyingParty>,
@@ -70,7 +85,8 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
             inner,
             store,
             processed: AtomicU64::new(NOT_SYNCED),
-            catch_up: tokio::sync::Mutex::new(None),
+            catch_up: tokio::sync::Mutex::new(()),
+            synced_as_of: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
             rps: DashMap::new(),
             ppids: DashMap::new(),
@@ -89,31 +105,34 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
 
     /// Applies every event committed before this call. Returns the epoch to tag loads with.
     ///
-    /// Coalesced: a head query that *started* after this call began already reflects every
-    /// event committed before it, so concurrent callers share one query instead of each
-    /// issuing their own (under load, one query per round trip serves every waiting request).
+    /// Coalesced: a read that *started* after this call began already reflects every event
+    /// committed before it, so concurrent callers share one query instead of each issuing
+    /// their own (under load, one query per round trip serves every waiting request).
     async fn sync(&self) -> Result<u64, IdentityError> {
-        let called = Instant::now();
-        let mut last = self.catch_up.lock().await;
-        if last.is_some_and(|started| started >= called) {
+        let called = REQUEST_ARRIVED
+            .try_with(|arrived| *arrived)
+            .unwrap_or_else(|_| Instant::now());
+        if self.synced_since(called) {
+            return Ok(self.epoch.load(Ordering::Acquire));
+        }
+        let _serial = self.catch_up.lock().await;
+        if self.synced_since(called) {
             return Ok(self.epoch.load(Ordering::Acquire));
         }
         let started = Instant::now();
-        let head = self.store.head().await.map_err(unavailable)?;
         let mut done = self.processed.load(Ordering::Acquire);
         if done == NOT_SYNCED {
             // Nothing is cached before the first sync: start at the head.
-            done = head;
+            done = self.store.head().await.map_err(unavailable)?;
         }
-        while done < head {
+        // No head query: positions become visible in order, so a page shorter than asked
+        // holds everything committed before its query started.
+        loop {
             let page = self
                 .store
                 .read_all(done + 1, CATCH_UP_PAGE)
                 .await
                 .map_err(unavailable)?;
-            let Some(last_pos) = page.last().map(|e| e.global_position) else {
-                break;
-            };
             for e in &page {
                 match e.stream_id.category() {
                     "relying_party" => self.clear_rps(),
@@ -125,11 +144,23 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
                     _ => {}
                 }
             }
-            done = last_pos;
+            if let Some(e) = page.last() {
+                done = e.global_position;
+            }
+            if page.len() < CATCH_UP_PAGE {
+                break;
+            }
         }
         self.processed.store(done, Ordering::Release);
-        *last = Some(started);
+        *self.synced_as_of.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         Ok(self.epoch.load(Ordering::Acquire))
+    }
+
+    fn synced_since(&self, t: Instant) -> bool {
+        self.synced_as_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|started| started >= t)
     }
 
     fn insert_ppid(&self, epoch: u64, key: (CertRef, String), ppid: String) {
@@ -257,7 +288,10 @@ mod tests {
 
     /// Just enough of a log for the cache: head and read_all. (Appends come from "elsewhere".)
     #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<EventEnvelope>>>);
+    struct Log(
+        Arc<Mutex<Vec<EventEnvelope>>>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    );
 
     impl Log {
         fn push(&self, stream: &str, event_type: &str) {
@@ -304,6 +338,7 @@ mod tests {
             from: u64,
             limit: usize,
         ) -> Result<Vec<EventEnvelope>, StoreError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
             let v = self.0.lock().unwrap_or_else(|e| e.into_inner());
             Ok(v.iter()
                 .filter(|e| e.global_position >= from)
@@ -326,6 +361,32 @@ mod tests {
             correlation_id: uuid::Uuid::new_v4(),
             client_addr: None,
         }
+    }
+
+    #[tokio::test]
+    async fn lookups_of_one_request_share_a_read_and_the_next_request_reads_again() {
+        let log = Log::default();
+        let reads = || log.1.load(Ordering::Relaxed);
+        let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
+        let cert = CertRef {
+            issuer: "i".into(),
+            serial: "01".into(),
+        };
+        let p1 = within_request(async {
+            let p = cache.register_login(&cert, "rp", &actor()).await;
+            let again = cache.active_ppid(&cert, "rp").await;
+            (p.unwrap_or_default(), again.ok().flatten())
+        })
+        .await;
+        assert_eq!(reads(), 1, "one read for both lookups of the request");
+        assert_eq!(Some(p1.0.clone()), p1.1);
+
+        // Committed before the next request arrives: that request must see it.
+        cache.inner.invalidate_ppid(&p1.0);
+        log.push("ppid-x", "PpidInvalidated");
+        let after = within_request(cache.active_ppid(&cert, "rp")).await;
+        assert_eq!(reads(), 2, "a new request reads the log again");
+        assert_eq!(after.ok().flatten(), None);
     }
 
     #[tokio::test]
