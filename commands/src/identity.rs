@@ -42,8 +42,9 @@ impl<S: EventStore> Commands<S> {
         let rp_stream = stream_of::<RelyingParty>(relying_party)?;
         let (cert_stream, rp_stream) = (&cert_stream, &rp_stream);
         self.with_retry(meta, None, || async move {
-            let rp = self.load::<RelyingParty>(rp_stream, None).await?;
-            let cert = self.load::<Certificate>(cert_stream, None).await?;
+            let (rp, cert) = self
+                .load_two::<RelyingParty, Certificate>(rp_stream, cert_stream)
+                .await?;
             let subject = match cert.state.subject {
                 Some(s) => Some(
                     self.load::<Subject>(&stream_of::<Subject>(s)?, None)

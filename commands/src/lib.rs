@@ -60,7 +60,9 @@ pub mod testing;
 
 use chrono::{DateTime, Utc};
 use mykey_domain::{Actor, Aggregate, Context, IdSource};
-use mykey_schemas::{EnvelopeError, EventCodec, EventMetadata, NewEvent, SchemaError, StreamId};
+use mykey_schemas::{
+    EnvelopeError, EventCodec, EventEnvelope, EventMetadata, NewEvent, SchemaError, StreamId,
+};
 use mykey_store::{
     read_full_stream, AppendError, AppendOutcome, AppendRequest, EventStore, ExpectedVersion,
     StoreError, StreamAppend,
@@ -342,9 +344,45 @@ impl<S: EventStore> Commands<S> {
         A: Aggregate + EventCodec<DomainEvent = <A as Aggregate>::Event>,
     {
         let envelopes = read_full_stream(&self.store, stream).await?;
+        Self::fold(stream, &envelopes, command_id)
+    }
+
+    /// [`Commands::load`] of two aggregates' streams in one read of the log.
+    pub(crate) async fn load_two<A, B>(
+        &self,
+        a: &StreamId,
+        b: &StreamId,
+    ) -> Result<(Loaded<A>, Loaded<B>), CommandError>
+    where
+        A: Aggregate + EventCodec<DomainEvent = <A as Aggregate>::Event>,
+        B: Aggregate + EventCodec<DomainEvent = <B as Aggregate>::Event>,
+    {
+        let read = self.store.read_streams(&[a.clone(), b.clone()]).await?;
+        let (Some(a_events), Some(b_events)) = (read.first(), read.get(1)) else {
+            return Err(StoreError::Unavailable(
+                "read_streams answered fewer streams than asked".into(),
+            )
+            .into());
+        };
+        Ok((
+            Self::fold(a, a_events, None)?,
+            Self::fold(b, b_events, None)?,
+        ))
+    }
+
+    /// An aggregate's state from its stream's events; `seen_command` tells whether
+    /// `command_id` already wrote to it.
+    fn fold<A>(
+        stream: &StreamId,
+        envelopes: &[EventEnvelope],
+        command_id: Option<Uuid>,
+    ) -> Result<Loaded<A>, CommandError>
+    where
+        A: Aggregate + EventCodec<DomainEvent = <A as Aggregate>::Event>,
+    {
         let mut state = A::State::default();
         let mut seen_command = false;
-        for env in &envelopes {
+        for env in envelopes {
             let event = A::decode(&env.event_type, env.schema_version, &env.payload)?;
             state = A::evolve(state, &event);
             seen_command |= Some(env.metadata.command_id) == command_id;

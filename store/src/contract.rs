@@ -26,6 +26,7 @@ pub async fn run_all<S: EventStore>(store: &S) {
     idempotent_retry_returns_first_outcome(store).await;
     multi_stream_append_is_all_or_nothing(store).await;
     reads_page_in_order(store).await;
+    read_streams_returns_each_whole_stream(store).await;
     events_round_trip_byte_exact(store).await;
     validation_rejects_before_writing(store).await;
     subscribe_catches_up_then_follows(store).await;
@@ -308,6 +309,62 @@ pub async fn reads_page_in_order<S: EventStore>(store: &S) {
     assert!(stream_positions.windows(2).all(|w| w[0] < w[1]));
 }
 
+/// `read_streams` answers each stream whole, in the order asked, whatever the interleaving,
+/// repetition or absence; a stream longer than one page is still whole.
+pub async fn read_streams_returns_each_whole_stream<S: EventStore>(store: &S) {
+    let (a, b, never) = (
+        new_stream("contract"),
+        new_stream("contract"),
+        new_stream("contract"),
+    );
+    ok(store, single(&a, ExpectedVersion::NoStream, 3)).await;
+    ok(store, single(&b, ExpectedVersion::NoStream, 2)).await;
+    ok(store, single(&a, ExpectedVersion::Exact(3), 2)).await;
+    let long = new_stream("contract");
+    let mut written = 0u64;
+    while written <= crate::MAX_READ_PAGE as u64 {
+        let n = crate::MAX_EVENTS_PER_APPEND.min(crate::MAX_READ_PAGE + 1 - written as usize);
+        let expected = match written {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v),
+        };
+        ok(store, single(&long, expected, n)).await;
+        written += n as u64;
+    }
+    let got = store
+        .read_streams(&[b.clone(), never.clone(), a.clone(), b.clone(), long.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("read_streams: {e}"));
+    let shape: Vec<(Option<&StreamId>, Vec<u64>)> = got
+        .iter()
+        .map(|events| {
+            let versions = events.iter().map(|e| e.stream_version).collect();
+            (events.first().map(|e| &e.stream_id), versions)
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (Some(&b), vec![1, 2]),
+            (None, vec![]),
+            (Some(&a), vec![1, 2, 3, 4, 5]),
+            (Some(&b), vec![1, 2]),
+            (Some(&long), (1..=written).collect()),
+        ]
+    );
+    for (asked, events) in [&b, &never, &a].into_iter().zip(&got) {
+        let whole = crate::read_full_stream(store, asked)
+            .await
+            .unwrap_or_else(|e| panic!("read_full_stream: {e}"));
+        assert_eq!(events, &whole, "same events as reading the stream alone");
+    }
+    let none = store
+        .read_streams(&[])
+        .await
+        .unwrap_or_else(|e| panic!("read_streams: {e}"));
+    assert!(none.is_empty());
+}
+
 /// What is read back is exactly what was sealed: payload bytes, metadata, time, hashes.
 pub async fn events_round_trip_byte_exact<S: EventStore>(store: &S) {
     let s = new_stream("contract");
@@ -499,6 +556,7 @@ mod memory_tests {
         idempotent_retry_returns_first_outcome,
         multi_stream_append_is_all_or_nothing,
         reads_page_in_order,
+        read_streams_returns_each_whole_stream,
         events_round_trip_byte_exact,
         validation_rejects_before_writing,
         subscribe_catches_up_then_follows,

@@ -227,6 +227,22 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<EventEnvelope>, StoreError>> + Send;
 
+    /// Several whole streams in one call: `result[i]` holds all of `streams[i]`'s events in
+    /// version order (empty for a stream never written). For a command that decides from
+    /// several aggregates; the PostgreSQL log answers small streams in one round trip.
+    fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> impl Future<Output = Result<Vec<Vec<EventEnvelope>>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(streams.len());
+            for stream in streams {
+                out.push(read_full_stream(self, stream).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// The last global position written (0 for an empty log).
     fn head(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 

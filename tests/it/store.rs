@@ -60,6 +60,7 @@ contract_on_pg!(
     idempotent_retry_returns_first_outcome,
     multi_stream_append_is_all_or_nothing,
     reads_page_in_order,
+    read_streams_returns_each_whole_stream,
     events_round_trip_byte_exact,
     validation_rejects_before_writing,
     subscribe_catches_up_then_follows,

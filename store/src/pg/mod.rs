@@ -310,6 +310,51 @@ impl EventStore for PgEventStore {
         rows.iter().map(rows::envelope).collect()
     }
 
+    async fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<Vec<Vec<EventEnvelope>>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let client = self.reader().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM events WHERE stream_id = ANY($1) \
+                 ORDER BY stream_id, stream_version LIMIT $2",
+                rows::EVENT_COLUMNS
+            ))
+            .await
+            .map_err(|e| unavailable("prepare read_streams", &e))?;
+        let rows = client
+            .query(&stmt, &[&ids, &page_limit(MAX_READ_PAGE)])
+            .await
+            .map_err(|e| unavailable("read_streams", &e))?;
+        drop(client);
+        if rows.len() >= MAX_READ_PAGE {
+            // Possibly cut short: read each stream whole, page by page.
+            let mut out = Vec::with_capacity(streams.len());
+            for stream in streams {
+                out.push(crate::read_full_stream(self, stream).await?);
+            }
+            return Ok(out);
+        }
+        let mut by_stream: std::collections::HashMap<String, Vec<EventEnvelope>> =
+            std::collections::HashMap::new();
+        for row in &rows {
+            let e = rows::envelope(row)?;
+            by_stream
+                .entry(e.stream_id.as_str().to_owned())
+                .or_default()
+                .push(e);
+        }
+        Ok(streams
+            .iter()
+            .map(|s| by_stream.get(s.as_str()).cloned().unwrap_or_default())
+            .collect())
+    }
+
     async fn read_all(
         &self,
         from_position: u64,
