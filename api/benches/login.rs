@@ -91,7 +91,16 @@ impl rcgen::RemoteKeyPair for OpensslCa {
     }
 }
 
-fn pki(cards: usize, dir: &std::path::Path) -> Result<(Vec<Card>, Arc<CardKey>), BoxError> {
+/// The test CA: its certificate and key sign the cards and the CRL.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// First serial of the cards; CRL entries for unknown certificates start at twice this.
+const CARD_SERIAL_BASE: u64 = 0x1000_0000_0000_0000;
+
+fn pki(cards: usize, dir: &std::path::Path) -> Result<(Vec<Card>, Arc<CardKey>, TestCa), BoxError> {
     let ca_ring = KeyPair::from_pem_and_sign_algo(
         &std::fs::read_to_string(format!("{FIXTURES}/ca-a.key.pem"))?,
         &rcgen::PKCS_RSA_SHA256,
@@ -120,7 +129,7 @@ fn pki(cards: usize, dir: &std::path::Path) -> Result<(Vec<Card>, Arc<CardKey>),
         dn.push(DnType::CountryName, "JP");
         dn.push(DnType::CommonName, format!("BENCH{i:011}"));
         p.distinguished_name = dn;
-        p.serial_number = Some(SerialNumber::from(0x1000_0000_0000_0000u64 + i as u64));
+        p.serial_number = Some(SerialNumber::from(CARD_SERIAL_BASE + i as u64));
         p.not_before = now - time::Duration::days(1);
         p.not_after = now + time::Duration::days(365);
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -140,7 +149,14 @@ fn pki(cards: usize, dir: &std::path::Path) -> Result<(Vec<Card>, Arc<CardKey>),
         });
     }
     let signer = openssl::pkey::PKey::private_key_from_pkcs8(&card_key.serialize_der())?;
-    Ok((out, Arc::new(signer)))
+    Ok((
+        out,
+        Arc::new(signer),
+        TestCa {
+            cert: ca,
+            key: ca_key,
+        },
+    ))
 }
 
 /// The card's signature: RSASSA-PKCS1-v1_5 with SHA-256 over the nonce. OpenSSL rather than
@@ -348,12 +364,62 @@ async fn phase(
     ))
 }
 
+/// An operator loading a CRL the size of a national one: `MYKEY_BENCH_CRL_ENTRIES` (200,000)
+/// serials, of which the first 100 registered cards (each gets a CertificateRevoked event).
+async fn crl_phase(ctx: &Ctx, ca: &TestCa) -> Result<String, BoxError> {
+    let entries = env_num("MYKEY_BENCH_CRL_ENTRIES", 200_000).max(100);
+    let known = ctx.cards.len().min(100);
+    let now = time::OffsetDateTime::now_utc();
+    let entry = |serial: u64| rcgen::RevokedCertParams {
+        serial_number: SerialNumber::from(serial),
+        revocation_time: now,
+        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+        invalidity_date: None,
+    };
+    let revoked_certs = (0..known as u64)
+        .map(|i| entry(CARD_SERIAL_BASE + i))
+        .chain((0..(entries - known) as u64).map(|i| entry(2 * CARD_SERIAL_BASE + i)))
+        .collect();
+    let der = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::minutes(1),
+        next_update: now + time::Duration::days(1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca.cert, &ca.key)?
+    .der()
+    .to_vec();
+    let t = Instant::now();
+    let resp = ctx
+        .http
+        .post(format!("{}/v1/operator/crls", ctx.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "application/pkix-crl")
+        .body(der.clone())
+        .send()
+        .await?;
+    let status = resp.status();
+    let report: Value = resp.json().await?;
+    let secs = t.elapsed().as_secs_f64();
+    if !status.is_success() {
+        return Err(format!("load CRL: {status} {report}").into());
+    }
+    Ok(format!(
+        "CRL load  {entries} entries ({} KiB), {} known certificates revoked, in {secs:.1} s = {:.0} entries/s",
+        der.len() / 1024,
+        report["known_certificates_revoked"],
+        entries as f64 / secs
+    ))
+}
+
 async fn run(db_name: &str) -> Result<(), BoxError> {
     let clients = env_num("MYKEY_BENCH_CLIENTS", 64);
     let n_cards = env_num("MYKEY_BENCH_CARDS", 20_000);
     let secs = env_num("MYKEY_BENCH_SECS", 10) as u64;
     let dir = std::env::temp_dir().join(format!("mykey-bench-{}", std::process::id()));
-    let (cards, key) = pki(n_cards, &dir)?;
+    let (cards, key, ca) = pki(n_cards, &dir)?;
 
     let vars: HashMap<&str, String> = HashMap::from([
         ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
@@ -473,6 +539,7 @@ async fn run(db_name: &str) -> Result<(), BoxError> {
         "{}",
         phase(ctx.clone(), Kind::PinPresigned, clients, secs, pool).await?
     );
+    println!("{}", crl_phase(&ctx, &ca).await?);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -647,6 +647,54 @@ async fn every_refusal_is_a_problem_with_its_own_code_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_crl_larger_than_one_check_chunk_marks_every_known_certificate_once() {
+    let app = spawn(false).await;
+    let rp = app.register_rp("rp-big-crl").await;
+    let t = app.access_token(&rp).await;
+    let p = pki();
+    let registered: Vec<_> = (0..3).map(|_| CardSpec::valid(&p.ca_a).issue()).collect();
+    for card in &registered {
+        let ok = app.pin_login(&t, card).await;
+        assert_eq!(ok.0, 200, "{:?}", ok.2);
+    }
+    let never_seen = CardSpec::valid(&p.ca_a).issue();
+    // Card serials have bit 60 set; these never collide with them.
+    let chunk = mykey_api::auth::identity::CRL_CHECK_CHUNK as u64;
+    let mut serials: Vec<u64> = (1..=2 * chunk + 500).collect();
+    serials.extend(registered.iter().map(|c| c.serial));
+    serials.push(never_seen.serial);
+
+    let head = app.log_head().await;
+    let t0 = OffsetDateTime::now_utc() - Duration::hours(1);
+    let got = app
+        .operator(
+            "/v1/operator/crls",
+            pki::crl(&p.ca_a, &serials, t0, 1).into(),
+            "application/pkix-crl",
+        )
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+    assert_eq!(got.2["revoked_entries"], serials.len());
+    assert_eq!(got.2["known_certificates_revoked"], 3);
+    assert_eq!(app.log_head().await, head + 3, "one event per known card");
+    for card in &registered {
+        assert_problem(&app.kazashi(&t, card).await, 403, "CERTIFICATE_REVOKED");
+    }
+
+    // The next CRL lists them again: nothing new to record.
+    let got = app
+        .operator(
+            "/v1/operator/crls",
+            pki::crl(&p.ca_a, &serials, t0 + Duration::minutes(1), 2).into(),
+            "application/pkix-crl",
+        )
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+    assert_eq!(got.2["known_certificates_revoked"], 0);
+    assert_eq!(app.log_head().await, head + 3);
+}
+
+#[tokio::test]
 async fn crls_revoke_and_a_stale_crl_fails_closed() {
     let app = spawn(true).await;
     let rp = app.register_rp("rp-crl").await;

@@ -235,12 +235,12 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         self.inner.link_renewal(issuer, old, new, actor).await
     }
 
-    async fn mark_certificate_revoked(
+    async fn mark_certificates_revoked(
         &self,
-        cert: &CertRef,
+        certs: &[CertRef],
         actor: &Actor,
-    ) -> Result<bool, IdentityError> {
-        self.inner.mark_certificate_revoked(cert, actor).await
+    ) -> Result<usize, IdentityError> {
+        self.inner.mark_certificates_revoked(certs, actor).await
     }
 
     async fn register_relying_party(

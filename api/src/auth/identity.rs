@@ -31,6 +31,9 @@ pub struct CertRef {
     pub serial: String,
 }
 
+/// CRL entries checked against the log per read: one query each.
+pub const CRL_CHECK_CHUNK: usize = 1_000;
+
 /// Who is acting, for event metadata.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -88,12 +91,13 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
         actor: &Actor,
     ) -> Result<(), IdentityError>;
 
-    /// Marks a certificate revoked if the platform knows it. True when an event was written.
-    async fn mark_certificate_revoked(
+    /// Marks revoked those of `certs` the platform knows and has not marked yet (a CRL's
+    /// entries, at most [`CRL_CHECK_CHUNK`] at a time). Returns how many events were written.
+    async fn mark_certificates_revoked(
         &self,
-        cert: &CertRef,
+        certs: &[CertRef],
         actor: &Actor,
-    ) -> Result<bool, IdentityError>;
+    ) -> Result<usize, IdentityError>;
 
     async fn register_relying_party(
         &self,
@@ -252,18 +256,20 @@ impl Identity for MemoryIdentity {
         Ok(())
     }
 
-    async fn mark_certificate_revoked(
+    async fn mark_certificates_revoked(
         &self,
-        cert: &CertRef,
+        certs: &[CertRef],
         _: &Actor,
-    ) -> Result<bool, IdentityError> {
+    ) -> Result<usize, IdentityError> {
         let mut m = self.lock();
-        if m.subject_of(cert).is_none() || m.revoked.contains(cert) {
-            return Ok(false);
+        let mut written = 0;
+        for cert in certs {
+            if m.subject_of(cert).is_some() && m.revoked.insert(cert.clone()) {
+                m.events += 1;
+                written += 1;
+            }
         }
-        m.revoked.insert(cert.clone());
-        m.events += 1;
-        Ok(true)
+        Ok(written)
     }
 
     async fn register_relying_party(
@@ -479,27 +485,32 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         Ok(())
     }
 
-    async fn mark_certificate_revoked(
+    async fn mark_certificates_revoked(
         &self,
-        cert: &CertRef,
+        certs: &[CertRef],
         actor: &Actor,
-    ) -> Result<bool, IdentityError> {
-        let c = cert_ref(cert)?;
-        let state = self.cmds.load_certificate(&c).await.map_err(cmd_err)?;
+    ) -> Result<usize, IdentityError> {
+        let refs = certs.iter().map(cert_ref).collect::<Result<Vec<_>, _>>()?;
+        let states = self.cmds.load_certificates(&refs).await.map_err(cmd_err)?;
+        let mut written = 0;
         // Only certificates the platform knows get an event: the national CRL lists millions
         // of certificates that never logged in here.
-        if state.subject.is_none() || state.revoked {
-            return Ok(false);
+        for (c, state) in refs.iter().zip(states) {
+            if state.subject.is_none() || state.revoked {
+                continue;
+            }
+            match self
+                .cmds
+                .mark_certificate_revoked(&operator_meta(actor), c, "listed on the CA's CRL")
+                .await
+            {
+                Ok(()) => written += 1,
+                // Marked meanwhile by another instance loading the same CRL.
+                Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => {}
+                Err(e) => return Err(cmd_err(e)),
+            }
         }
-        match self
-            .cmds
-            .mark_certificate_revoked(&operator_meta(actor), &c, "listed on the CA's CRL")
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => Ok(false),
-            Err(e) => Err(cmd_err(e)),
-        }
+        Ok(written)
     }
 
     async fn register_relying_party(

@@ -48,6 +48,9 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 pub const ASSERTION_LEEWAY_SECS: i64 = 30;
 /// A client assertion may live at most this long (exp − now): bounds the replay table.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
+
+/// A CRL load logs its progress every this many entries (a national CRL takes a while).
+const CRL_PROGRESS_EVERY: usize = 100_000;
 /// Longest accepted `jti`.
 pub const MAX_JTI_LEN: usize = 256;
 /// A card's RSA-2048 signature is 256 bytes; RSA-8192 would be 1024.
@@ -869,8 +872,8 @@ impl Auth {
 
     // ---- operator: CRLs, renewals, keys ----
 
-    /// Verifies, stores and installs a CRL; marks the platform's known certificates on it
-    /// revoked (one CertificateRevoked event each, only the first time).
+    /// Verifies a CRL, marks the platform's known certificates on it revoked (one
+    /// CertificateRevoked event each, only the first time), then stores and installs it.
     pub async fn load_crl(&self, der: &[u8], actor: &Actor) -> Result<CrlReport, Problem> {
         let crl = crl::parse_crl(der, &self.anchors).map_err(|e| {
             problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
@@ -882,25 +885,40 @@ impl Auth {
                     .with_detail(e.to_string()));
             }
         }
+        // Known certificates are marked before the CRL is stored: a load that fails half-way
+        // stores nothing, so repeating it (not refused as "not newer") finishes the marking.
+        let mut known = 0;
+        let serials: Vec<&String> = crl.revoked.iter().collect();
+        let started = std::time::Instant::now();
+        for (i, chunk) in serials.chunks(identity::CRL_CHECK_CHUNK).enumerate() {
+            let certs: Vec<CertRef> = chunk
+                .iter()
+                .map(|serial| CertRef {
+                    issuer: crl.issuer.clone(),
+                    serial: (*serial).clone(),
+                })
+                .collect();
+            known += self
+                .identity
+                .mark_certificates_revoked(&certs, actor)
+                .await
+                .map_err(identity_problem)?;
+            let checked = i * identity::CRL_CHECK_CHUNK + chunk.len();
+            if checked % CRL_PROGRESS_EVERY < chunk.len() || checked == serials.len() {
+                tracing::info!(
+                    ca = %crl.ca_key_id,
+                    checked,
+                    total = serials.len(),
+                    known_revoked = known,
+                    secs = started.elapsed().as_secs(),
+                    "CRL: checking entries against known certificates"
+                );
+            }
+        }
         self.db
             .insert_crl(&crl, der, &actor.actor_id)
             .await
             .map_err(|e| Problem::unavailable(e.to_string()))?;
-        let mut known = 0;
-        for serial in &crl.revoked {
-            let cert = CertRef {
-                issuer: crl.issuer.clone(),
-                serial: serial.clone(),
-            };
-            if self
-                .identity
-                .mark_certificate_revoked(&cert, actor)
-                .await
-                .map_err(identity_problem)?
-            {
-                known += 1;
-            }
-        }
         let report = CrlReport {
             ca_key_id: crl.ca_key_id.clone(),
             issuer: crl.issuer.clone(),
