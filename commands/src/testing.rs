@@ -63,9 +63,18 @@ impl TestClock {
 
 /// Handlers over `store` with a [`TestClock`] at [`t0`] and [`SequentialIds`] from 1_000.
 pub fn test_commands<S: mykey_store::EventStore>(store: S) -> (crate::Commands<S>, TestClock) {
+    test_commands_with_ids_from(store, 1_000)
+}
+
+/// [`test_commands`] whose ids start at `first_id`: two handlers writing to one log need
+/// disjoint ranges, since the log refuses an event id it already holds.
+pub fn test_commands_with_ids_from<S: mykey_store::EventStore>(
+    store: S,
+    first_id: u64,
+) -> (crate::Commands<S>, TestClock) {
     let clock = TestClock::at(t0());
     let c = clock.clone();
-    let ids = SequentialIds::starting_at(1_000);
+    let ids = SequentialIds::starting_at(first_id);
     (
         crate::Commands::with_env(store, move || c.now(), move || ids.next()),
         clock,

@@ -101,6 +101,9 @@ pub enum EnvelopeError {
     MalformedEventType(String),
     #[error("payload of {size} bytes exceeds the limit of {MAX_PAYLOAD_BYTES} bytes")]
     PayloadTooLarge { size: usize },
+    /// PostgreSQL text cannot hold U+0000 (serde_json writes it escaped, as `\u0000`).
+    #[error("payload contains a NUL character; JSON must escape it as \\u0000")]
+    PayloadNulCharacter,
 }
 
 impl EnvelopeError {
@@ -110,6 +113,7 @@ impl EnvelopeError {
             EnvelopeError::MalformedStreamId(_) => "MALFORMED_STREAM_ID",
             EnvelopeError::MalformedEventType(_) => "MALFORMED_EVENT_TYPE",
             EnvelopeError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            EnvelopeError::PayloadNulCharacter => "PAYLOAD_NUL_CHARACTER",
         }
     }
 }
@@ -237,6 +241,9 @@ impl NewEvent {
             return Err(EnvelopeError::PayloadTooLarge {
                 size: self.payload.len(),
             });
+        }
+        if self.payload.contains('\0') {
+            return Err(EnvelopeError::PayloadNulCharacter);
         }
         Ok(())
     }

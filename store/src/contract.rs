@@ -29,6 +29,7 @@ pub async fn run_all<S: EventStore>(store: &S) {
     read_streams_returns_each_whole_stream(store).await;
     events_round_trip_byte_exact(store).await;
     validation_rejects_before_writing(store).await;
+    reused_event_id_is_refused_and_writes_nothing(store).await;
     subscribe_catches_up_then_follows(store).await;
     verify_passes_on_a_clean_log(store).await;
 }
@@ -474,7 +475,44 @@ pub fn rejected_requests() -> Vec<(&'static str, AppendRequest, Check)> {
         single(&s, ExpectedVersion::Exact(0), 1),
         |r| matches!(r, Err(AppendError::InvalidExpectedVersion)),
     ));
+    let mut nul = single(&s, ExpectedVersion::Any, 1);
+    nul.streams[0].events[0].payload = "{\"a\":\"\0\"}".into();
+    out.push(("NUL character in a payload", nul, |r| {
+        matches!(
+            r,
+            Err(AppendError::Envelope(EnvelopeError::PayloadNulCharacter))
+        )
+    }));
+    let mut twice = single(&s, ExpectedVersion::Any, 2);
+    twice.streams[0].events[1].event_id = twice.streams[0].events[0].event_id;
+    out.push(("one event id twice", twice, |r| {
+        matches!(r, Err(AppendError::EventIdReused(_)))
+    }));
     out
+}
+
+/// An event id already in the log is refused with its own error (not "unavailable": a retry
+/// would fail the same way), writes nothing, and leaves the log writable.
+pub async fn reused_event_id_is_refused_and_writes_nothing<S: EventStore>(store: &S) {
+    let s = new_stream("contract");
+    let first = single(&s, ExpectedVersion::NoStream, 1);
+    let used = first.streams[0].events[0].event_id;
+    ok(store, first).await;
+    let before = head(store).await;
+    let mut again = single(&new_stream("contract"), ExpectedVersion::NoStream, 2);
+    again.streams[0].events[1].event_id = used;
+    let r = store.append(again).await;
+    assert!(
+        matches!(&r, Err(AppendError::EventIdReused(id)) if *id == used),
+        "unexpected result {r:?}"
+    );
+    assert_eq!(
+        r.as_ref().err().map(AppendError::code),
+        Some("EVENT_ID_REUSED")
+    );
+    assert_eq!(head(store).await, before, "nothing may be written");
+    ok(store, single(&s, ExpectedVersion::Exact(1), 1)).await;
+    assert_eq!(head(store).await, before + 1);
 }
 
 async fn next_event(sub: &mut crate::Subscription) -> Result<EventEnvelope, crate::StoreError> {
@@ -559,6 +597,7 @@ mod memory_tests {
         read_streams_returns_each_whole_stream,
         events_round_trip_byte_exact,
         validation_rejects_before_writing,
+        reused_event_id_is_refused_and_writes_nothing,
         subscribe_catches_up_then_follows,
         verify_passes_on_a_clean_log,
     );

@@ -115,6 +115,12 @@ impl AppendRequest {
                 e.validate()?;
             }
         }
+        let mut ids = std::collections::HashSet::with_capacity(count);
+        for e in self.streams.iter().flat_map(|s| &s.events) {
+            if !ids.insert(e.event_id) {
+                return Err(AppendError::EventIdReused(e.event_id));
+            }
+        }
         Ok(())
     }
 }
@@ -157,6 +163,10 @@ pub enum AppendError {
     DuplicateStream(StreamId),
     #[error("expected version Exact(0) is meaningless: use NoStream")]
     InvalidExpectedVersion,
+    /// Event ids are unique in the whole log: a retry must reuse the *command* id (which
+    /// makes it idempotent), never an event id with another command.
+    #[error("event id {0} is already in the log or twice in this append")]
+    EventIdReused(Uuid),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
@@ -172,6 +182,7 @@ impl AppendError {
             AppendError::TooManyEvents { .. } => "TOO_MANY_EVENTS",
             AppendError::DuplicateStream(_) => "DUPLICATE_STREAM",
             AppendError::InvalidExpectedVersion => "INVALID_EXPECTED_VERSION",
+            AppendError::EventIdReused(_) => "EVENT_ID_REUSED",
             AppendError::Envelope(e) => e.code(),
             AppendError::Store(e) => e.code(),
         }

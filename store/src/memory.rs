@@ -23,6 +23,7 @@ struct Log {
     stream_versions: HashMap<StreamId, u64>,
     stream_positions: HashMap<StreamId, Vec<usize>>,
     commands: HashMap<Uuid, AppendOutcome>,
+    event_ids: std::collections::HashSet<Uuid>,
 }
 
 /// Cloning shares the same log.
@@ -83,6 +84,14 @@ impl InMemoryStore {
                 ..done.clone()
             });
         }
+        if let Some(e) = request
+            .streams
+            .iter()
+            .flat_map(|s| &s.events)
+            .find(|e| log.event_ids.contains(&e.event_id))
+        {
+            return Err(AppendError::EventIdReused(e.event_id));
+        }
         for s in &request.streams {
             let actual = log.stream_versions.get(&s.stream).copied().unwrap_or(0);
             if !s.expected.matches(actual) {
@@ -119,6 +128,7 @@ impl InMemoryStore {
                     .entry(s.stream.clone())
                     .or_default()
                     .push(log.events.len());
+                log.event_ids.insert(env.event_id);
                 log.events.push(env);
             }
             log.stream_versions.insert(s.stream.clone(), version);

@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use chrono::Duration;
-use mykey_commands::testing::{t0, test_commands};
+use mykey_commands::testing::{t0, test_commands, test_commands_with_ids_from};
 use mykey_commands::{
     CommandError, CommandMeta, Commands, CreateProgram, RequestPatch, RpKind, MAX_ATTEMPTS,
 };
@@ -668,7 +668,7 @@ async fn a_version_conflict_is_retried_on_fresh_state() {
         interfere: Mutex::new(Some(competing)),
         appends: AtomicU32::new(0),
     };
-    let (cmds, _) = test_commands(store);
+    let (cmds, _) = test_commands_with_ids_from(store, 1_000_000);
     let lent = ok(cmds
         .lend_test_card(
             &operator("op-1"),

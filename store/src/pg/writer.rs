@@ -253,14 +253,16 @@ pub async fn run(
                     let _ = reply.send(r);
                 }
             }
-            Err(BatchError { error, integrity }) => {
+            Err(BatchError {
+                error, integrity, ..
+            }) => {
                 // Roll back whatever is open; a connection that cannot is dropped.
                 if c.client.batch_execute("ROLLBACK").await.is_ok() {
                     conn = Some(c);
                 }
-                if integrity && requests.len() > 1 {
+                if integrity {
                     // A constraint refused the batch (e.g. a caller reused an event id): write
-                    // each request alone, so only the offending one fails.
+                    // each request alone, so only the offending one fails, with its own error.
                     tracing::warn!(error = %error, "batch refused by a constraint; retrying one by one");
                     for (request, reply) in requests.into_iter().zip(replies) {
                         let r = write_alone(&mut conn, &connector, &head, request).await;
@@ -287,6 +289,11 @@ async fn write_alone(
         Some(c) if !c.client.is_closed() => c,
         _ => connector().await?,
     };
+    let event_ids: Vec<uuid::Uuid> = request
+        .streams
+        .iter()
+        .flat_map(|s| s.events.iter().map(|e| e.event_id))
+        .collect();
     match write_batch(&c, vec![request]).await {
         Ok((mut results, last)) => {
             *conn = Some(c);
@@ -295,13 +302,35 @@ async fn write_alone(
                 .pop()
                 .unwrap_or_else(|| Err(unavailable("the writer produced no answer")))
         }
-        Err(BatchError { error, .. }) => {
+        Err(BatchError {
+            error,
+            constraint,
+            detail,
+            ..
+        }) => {
             if c.client.batch_execute("ROLLBACK").await.is_ok() {
                 *conn = Some(c);
+            }
+            if constraint.as_deref() == Some(EVENT_ID_CONSTRAINT) {
+                // Alone in its transaction, so one of its own ids is in the log already.
+                let id = detail
+                    .as_deref()
+                    .and_then(reused_id)
+                    .or(event_ids.first().copied());
+                return Err(AppendError::EventIdReused(id.unwrap_or_default()));
             }
             Err(unavailable(&error))
         }
     }
+}
+
+/// The unique index on `events.event_id` (PostgreSQL's name for the column's UNIQUE).
+const EVENT_ID_CONSTRAINT: &str = "events_event_id_key";
+
+/// The id in PostgreSQL's "Key (event_id)=(…) already exists." detail.
+fn reused_id(error: &str) -> Option<uuid::Uuid> {
+    let rest = error.split("(event_id)=(").nth(1)?;
+    uuid::Uuid::parse_str(rest.split(')').next()?).ok()
 }
 
 fn unavailable(error: &str) -> AppendError {
@@ -340,6 +369,9 @@ struct BatchError {
     error: String,
     /// A constraint (SQLSTATE class 23) refused a row.
     integrity: bool,
+    /// Which constraint, when PostgreSQL says, and its detail ("Key (…)=(…) already exists.").
+    constraint: Option<String>,
+    detail: Option<String>,
 }
 
 impl From<tokio_postgres::Error> for BatchError {
@@ -348,6 +380,11 @@ impl From<tokio_postgres::Error> for BatchError {
         BatchError {
             error: describe(&e),
             integrity,
+            constraint: e
+                .as_db_error()
+                .and_then(|d| d.constraint())
+                .map(str::to_owned),
+            detail: e.as_db_error().and_then(|d| d.detail()).map(str::to_owned),
         }
     }
 }
@@ -357,6 +394,8 @@ impl From<String> for BatchError {
         BatchError {
             error,
             integrity: false,
+            constraint: None,
+            detail: None,
         }
     }
 }
