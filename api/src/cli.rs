@@ -7,6 +7,7 @@
 //! mykey-server load-crl --file CRL.der
 //! mykey-server import-renewals --file LINKS.csv
 //! mykey-server rotate-signing-key
+//! mykey-server new-operator-token --id ID
 //! ```
 //!
 //! They call the same code as the operator endpoints; a running server picks up CRLs and
@@ -26,7 +27,8 @@ pub const USAGE: &str = "usage: mykey-server [COMMAND]
   suspend-rp --id ID | resume-rp --id ID | retire-rp --id ID
   load-crl --file CRL.der
   import-renewals --file LINKS.csv                     lines: issuer,old serial,new serial
-  rotate-signing-key";
+  rotate-signing-key
+  new-operator-token --id ID                          a token for ID and its MYKEY_OPERATOR_TOKENS_FILE line";
 
 /// Commands this module handles.
 pub const COMMANDS: &[&str] = &[
@@ -38,6 +40,7 @@ pub const COMMANDS: &[&str] = &[
     "load-crl",
     "import-renewals",
     "rotate-signing-key",
+    "new-operator-token",
 ];
 
 type BoxError = Box<dyn std::error::Error>;
@@ -89,6 +92,15 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
     let f = flags(rest)?;
+    if cmd == "new-operator-token" {
+        // Needs no database: the token goes to the operator, the line to the tokens file.
+        let (token, line) = crate::auth::operators::OperatorTokens::new_token(need(&f, "id")?)?;
+        println!(
+            "{}",
+            serde_json::json!({ "token": token, "tokens_file_line": line })
+        );
+        return Ok(());
+    }
     let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
     let identity = crate::auth::identity::default_identity(&store);
     let auth = Auth::build(settings.auth.clone(), pg, identity).await?;

@@ -647,6 +647,109 @@ async fn every_refusal_is_a_problem_with_its_own_code_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn each_named_operator_is_the_actor_of_what_its_token_does() {
+    use mykey_api::auth::operators::OperatorTokens;
+    let (alice, alice_line) = OperatorTokens::new_token("alice").unwrap_or_else(|e| panic!("{e}"));
+    let (bob, bob_line) = OperatorTokens::new_token("bob").unwrap_or_else(|e| panic!("{e}"));
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("operators-{}.txt", uuid::Uuid::new_v4()));
+    std::fs::write(&file, format!("{alice_line}\n{bob_line}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let lookup = |extra: Vec<(&'static str, String)>| {
+        let mut vars: HashMap<&str, String> = HashMap::from([
+            ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
+            ("MYKEY_ISSUER", ISSUER.to_owned()),
+            (
+                "MYKEY_TRUST_ANCHORS",
+                pki().anchors_dir.display().to_string(),
+            ),
+            ("MYKEY_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
+        ]);
+        vars.extend(extra);
+        Settings::from_lookup(|k| vars.get(k).cloned())
+    };
+    let settings = lookup(vec![(
+        "MYKEY_OPERATOR_TOKENS_FILE",
+        file.display().to_string(),
+    )])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let db = TestDb::create().await;
+    let base = start(&db, &settings).await;
+    let http = reqwest::Client::new();
+    let post = |token: String, path: &'static str, body: Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { json_of(req.send().await.unwrap_or_else(|e| panic!("{e}"))).await }
+    };
+    let rp = |id: &str| json!({ "id": id, "kind": "private_business", "code": format!("code-{id}"), "name": id, "jwk": ec_jwk(&new_ec_key()) });
+
+    let got = post(
+        alice.clone(),
+        "/v1/operator/relying-parties",
+        rp("rp-by-alice"),
+    )
+    .await;
+    assert!(got.0 < 300, "{:?}", got.2);
+    let got = post(
+        bob.clone(),
+        "/v1/operator/relying-parties/rp-by-alice/suspend",
+        json!({}),
+    )
+    .await;
+    assert!(got.0 < 300, "{:?}", got.2);
+    let got = post(
+        OPERATOR_TOKEN.to_owned(),
+        "/v1/operator/relying-parties",
+        rp("rp-shared"),
+    )
+    .await;
+    assert!(got.0 < 300, "{:?}", got.2);
+    let c = db.client().await;
+    let actors: Vec<(String, String)> = c
+        .query(
+            "SELECT actor_id, actor_role FROM events ORDER BY global_position",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ids: Vec<&str> = actors.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(ids, ["alice", "bob", "operator"]);
+    assert!(
+        actors.iter().all(|(_, role)| role == "operator"),
+        "{actors:?}"
+    );
+
+    // A token nobody was given writes nothing.
+    let got = post(
+        "x".repeat(43),
+        "/v1/operator/relying-parties",
+        rp("rp-nobody"),
+    )
+    .await;
+    assert_problem(&got, 401, "OPERATOR_UNAUTHORIZED");
+    let count: i64 = c
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(count, 3);
+
+    // A malformed tokens file stops the server from starting, naming the line.
+    std::fs::write(&file, format!("{alice_line}\nbob\n")).unwrap_or_else(|e| panic!("{e}"));
+    let refused = lookup(vec![(
+        "MYKEY_OPERATOR_TOKENS_FILE",
+        file.display().to_string(),
+    )]);
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("line 2"), "{message}");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[tokio::test]
 async fn a_crl_larger_than_one_check_chunk_marks_every_known_certificate_once() {
     let app = spawn(false).await;
     let rp = app.register_rp("rp-big-crl").await;

@@ -2,6 +2,7 @@
 
 use super::clock::Clock;
 use super::jws::Alg;
+use super::operators::OperatorTokens;
 use crate::config::ConfigError;
 use std::path::PathBuf;
 
@@ -20,8 +21,9 @@ pub struct AuthSettings {
     pub crl_grace_secs: i64,
     /// `MYKEY_REQUIRE_CRL` (default true): refuse logins for a CA with no CRL loaded.
     pub require_crl: bool,
-    /// `MYKEY_OPERATOR_TOKEN`: bearer token for /v1/operator/*; unset disables them.
-    pub operator_token: Option<String>,
+    /// Who may call /v1/operator/*: `MYKEY_OPERATOR_TOKENS_FILE` (one token hash per named
+    /// operator) and/or the shared `MYKEY_OPERATOR_TOKEN`. Neither disables the endpoints.
+    pub operators: OperatorTokens,
     /// `MYKEY_ID_TOKEN_ALG`: ES256 (default) or RS256.
     pub id_token_alg: Alg,
     /// `MYKEY_ID_TOKEN_RSA_KEY`: PKCS#8 PEM of the RSA key, required for RS256 (ring cannot
@@ -38,10 +40,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("trust_anchors_dir", &self.trust_anchors_dir)
             .field("crl_grace_secs", &self.crl_grace_secs)
             .field("require_crl", &self.require_crl)
-            .field(
-                "operator_token",
-                &self.operator_token.as_ref().map(|_| "<set>"),
-            )
+            .field("operators", &self.operators)
             .field("id_token_alg", &self.id_token_alg)
             .field("rsa_signing_key", &self.rsa_signing_key)
             .finish()
@@ -86,15 +85,17 @@ impl AuthSettings {
                 "required with RS256",
             ));
         }
-        let operator_token = get("MYKEY_OPERATOR_TOKEN").filter(|t| !t.is_empty());
-        if let Some(t) = &operator_token {
-            if t.len() < 32 {
-                return Err(invalid(
-                    "MYKEY_OPERATOR_TOKEN",
-                    "<redacted>".into(),
-                    "at least 32 characters",
-                ));
-            }
+        let mut operators = match get("MYKEY_OPERATOR_TOKEN").filter(|t| !t.is_empty()) {
+            Some(t) => OperatorTokens::shared(&t)
+                .map_err(|e| invalid("MYKEY_OPERATOR_TOKEN", "<redacted>".into(), &e))?,
+            None => OperatorTokens::default(),
+        };
+        if let Some(path) = get("MYKEY_OPERATOR_TOKENS_FILE").filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("MYKEY_OPERATOR_TOKENS_FILE", path.clone(), &e.to_string()))?;
+            operators = OperatorTokens::parse(&text)
+                .and_then(|file| operators.merge(file))
+                .map_err(|e| invalid("MYKEY_OPERATOR_TOKENS_FILE", path.clone(), &e))?;
         }
         Ok(AuthSettings {
             issuer,
@@ -103,7 +104,7 @@ impl AuthSettings {
                 .map(PathBuf::from),
             crl_grace_secs,
             require_crl,
-            operator_token,
+            operators,
             id_token_alg,
             rsa_signing_key,
             clock: Clock::system(),

@@ -20,6 +20,7 @@ pub mod jpki;
 pub mod jws;
 pub mod keys;
 pub mod metrics;
+pub mod operators;
 #[cfg(test)]
 mod verifier_tests;
 

@@ -1,10 +1,10 @@
 //! Operator endpoints under /v1/operator: CRLs, renewal links, signing-key rotation,
 //! relying-party registration and status.
 //!
-//! Authentication (for now): `Authorization: Bearer <MYKEY_OPERATOR_TOKEN>`, one shared
-//! operator secret from configuration, compared in constant time. With no token configured
-//! these endpoints answer 403 OPERATOR_DISABLED. Per-operator identities (and four eyes)
-//! belong to the operator console, not here.
+//! Authentication: `Authorization: Bearer <token>`, a named operator's token
+//! (`MYKEY_OPERATOR_TOKENS_FILE`, see [`crate::auth::operators`]) or the shared
+//! `MYKEY_OPERATOR_TOKEN`; the operator's id is the actor of every event the request causes.
+//! With no token configured these endpoints answer 403 OPERATOR_DISABLED.
 
 use super::oauth::ctx;
 use crate::auth::identity::{Actor, RpStatus};
@@ -13,44 +13,35 @@ use crate::errors::Problem;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// A CRL body may be large (the national CRL); see [`crate::auth::crl::MAX_CRL_BYTES`].
 pub const MAX_OPERATOR_BODY: usize = crate::auth::crl::MAX_CRL_BYTES;
 
 fn operator(auth: &Auth, req: &HttpRequest) -> Result<Actor, Problem> {
-    let Some(expected) = auth.settings.operator_token.as_deref() else {
+    let operators = &auth.settings.operators;
+    if operators.is_empty() {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "OPERATOR_DISABLED",
             "Operator endpoints disabled",
         ));
-    };
+    }
     let given = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    // Compare digests so timing reveals nothing about the token.
-    let (a, b) = (
-        Sha256::digest(given.as_bytes()),
-        Sha256::digest(expected.as_bytes()),
-    );
-    if a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        != 0
-    {
+    let Some(operator_id) = operators.identify(given) else {
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "OPERATOR_UNAUTHORIZED",
             "Operator token required",
         ));
-    }
+    };
     let c = ctx(req);
     Ok(Actor {
-        actor_id: "operator".to_owned(),
+        actor_id: operator_id.to_owned(),
         role: "operator".to_owned(),
         correlation_id: c.correlation_id,
         client_addr: c.client_addr,
