@@ -576,6 +576,38 @@ async fn every_refusal_is_a_problem_with_its_own_code_and_writes_nothing() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_problem(&json_of(resp).await, 400, "MALFORMED_BODY");
+    let resp = app
+        .http
+        .post(app.url("/v1/auth/kazashi"))
+        .bearer_auth(&t)
+        .header("content-type", "text/plain")
+        .body(good.b64())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_problem(&json_of(resp).await, 415, "UNSUPPORTED_MEDIA_TYPE");
+    // A refused body is an attempt too: audited with its code before the answer.
+    let body_refusals: Vec<(String, String)> = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT endpoint, outcome FROM auth_audit \
+             WHERE outcome IN ('BODY_TOO_LARGE', 'MALFORMED_BODY', 'UNSUPPORTED_MEDIA_TYPE') ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [
+        ("auth.login", "BODY_TOO_LARGE"),
+        ("auth.login", "MALFORMED_BODY"),
+        ("auth.kazashi", "UNSUPPORTED_MEDIA_TYPE"),
+    ]
+    .map(|(e, o)| (e.to_owned(), o.to_owned()));
+    assert_eq!(body_refusals, expected);
 
     // No access token / a bad one.
     assert_problem(
@@ -644,6 +676,56 @@ async fn every_refusal_is_a_problem_with_its_own_code_and_writes_nothing() {
     assert!(!dump.contains(&good.b64()[..40]));
     let tamper = c.execute("UPDATE auth_audit SET outcome = 'OK'", &[]).await;
     assert!(tamper.is_err(), "the audit table must be append-only");
+}
+
+#[tokio::test]
+async fn refused_bodies_on_token_and_operator_endpoints_are_audited_attempts() {
+    let app = spawn(false).await;
+    let form = |ct: &'static str, body: &'static str| {
+        app.http
+            .post(app.url("/v1/oauth/token"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let got = json_of(
+        form("application/json", "{}")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_problem(&got, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let too_big = "x".repeat(mykey_api::auth::MAX_RENEWAL_CSV_BYTES + 1);
+    let got = app
+        .operator("/v1/operator/renewals", too_big.into(), "text/csv")
+        .await;
+    assert_problem(&got, 413, "BODY_TOO_LARGE");
+    let got = app
+        .operator(
+            "/v1/operator/relying-parties",
+            "{\"id\": ".into(),
+            "application/json",
+        )
+        .await;
+    assert_problem(&got, 400, "MALFORMED_BODY");
+    let rows: Vec<(String, String)> = app
+        .db
+        .client()
+        .await
+        .query("SELECT endpoint, outcome FROM auth_audit ORDER BY id", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [
+        ("oauth.token", "UNSUPPORTED_MEDIA_TYPE"),
+        ("operator.renewals", "BODY_TOO_LARGE"),
+        ("operator.rp_register", "MALFORMED_BODY"),
+    ]
+    .map(|(e, o)| (e.to_owned(), o.to_owned()));
+    assert_eq!(rows, expected);
+    assert_eq!(app.log_head().await, 0, "no event written");
 }
 
 #[tokio::test]

@@ -587,6 +587,18 @@ impl Auth {
         }
     }
 
+    /// Counts and audits a refused attempt on `endpoint`.
+    pub async fn refuse(
+        &self,
+        ctx: &Ctx,
+        endpoint: &'static str,
+        rp_id: Option<&str>,
+        p: &Problem,
+    ) {
+        Metrics::inc(&self.metrics.login_refusals);
+        self.audit(ctx, endpoint, rp_id, &p.code, None).await;
+    }
+
     /// [`Auth::authenticate`], auditing a refusal as an attempt on `endpoint`.
     pub async fn authenticate_for(
         &self,
@@ -596,8 +608,7 @@ impl Auth {
     ) -> Result<String, Problem> {
         let result = self.authenticate(authorization).await;
         if let Err(p) = &result {
-            Metrics::inc(&self.metrics.login_refusals);
-            self.audit(ctx, endpoint, None, &p.code, None).await;
+            self.refuse(ctx, endpoint, None, p).await;
         }
         result
     }

@@ -2,14 +2,35 @@
 //! endpoint needs an access token from /v1/oauth/token.
 
 use super::oauth::ctx;
-use crate::auth::{Auth, KazashiBody, LoginBody};
+use crate::auth::{Auth, Ctx, KazashiBody, LoginBody};
 use crate::errors::Problem;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, FromRequest, HttpRequest, HttpResponse};
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+}
+
+/// The body of an attempt (login, かざし, token), read after the caller is authenticated. A
+/// refused body is an attempt too, so it is audited like any other refusal.
+pub(super) async fn attempt_body<E>(
+    auth: &Auth,
+    req: &HttpRequest,
+    payload: web::Payload,
+    ctx: &Ctx,
+    endpoint: &'static str,
+    rp: Option<&str>,
+) -> Result<E, Problem>
+where
+    E: FromRequest,
+    E::Error: Into<actix_web::Error>,
+{
+    let body = super::extract_body::<E>(req, payload).await;
+    if let Err(p) = &body {
+        auth.refuse(ctx, endpoint, rp, p).await;
+    }
+    body
 }
 
 #[post("/v1/auth/challenges")]
@@ -28,12 +49,14 @@ pub async fn challenge(auth: web::Data<Auth>, req: HttpRequest) -> Result<HttpRe
 pub async fn login(
     auth: web::Data<Auth>,
     req: HttpRequest,
-    body: web::Json<LoginBody>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
     let rp = auth
         .authenticate_for(bearer(&req), "auth.login", &ctx)
         .await?;
+    let body: web::Json<LoginBody> =
+        attempt_body(&auth, &req, payload, &ctx, "auth.login", Some(&rp)).await?;
     let r = auth.pin_login(&rp, body.into_inner(), &ctx).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
@@ -44,12 +67,14 @@ pub async fn login(
 pub async fn kazashi(
     auth: web::Data<Auth>,
     req: HttpRequest,
-    body: web::Json<KazashiBody>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
     let rp = auth
         .authenticate_for(bearer(&req), "auth.kazashi", &ctx)
         .await?;
+    let body: web::Json<KazashiBody> =
+        attempt_body(&auth, &req, payload, &ctx, "auth.kazashi", Some(&rp)).await?;
     let r = auth.kazashi(&rp, body.into_inner(), &ctx).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))

@@ -54,9 +54,12 @@ pub fn form_error_handler(
 pub async fn token(
     auth: web::Data<Auth>,
     req: HttpRequest,
-    form: web::Form<TokenForm>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let resp = auth.token(form.into_inner(), &ctx(&req)).await?;
+    let ctx = ctx(&req);
+    let form: web::Form<TokenForm> =
+        super::auth::attempt_body(&auth, &req, payload, &ctx, "oauth.token", None).await?;
+    let resp = auth.token(form.into_inner(), &ctx).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(resp))

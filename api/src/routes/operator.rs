@@ -68,10 +68,11 @@ async fn audited(
 pub async fn load_crl(
     auth: web::Data<Auth>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req)?;
+        let body: web::Bytes = super::extract_body(&req, payload).await?;
         Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
     }
     .await;
@@ -82,10 +83,11 @@ pub async fn load_crl(
 pub async fn import_renewals(
     auth: web::Data<Auth>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req)?;
+        let body: web::Bytes = super::extract_body(&req, payload).await?;
         let text = std::str::from_utf8(&body).map_err(|_| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -157,11 +159,13 @@ fn identity_problem(e: crate::auth::identity::IdentityError) -> Problem {
 pub async fn register_rp(
     auth: web::Data<Auth>,
     req: HttpRequest,
-    body: web::Json<RegisterRp>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let rp_id = body.id.clone();
+    let mut rp_id = None;
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req)?;
+        let body: web::Json<RegisterRp> = super::extract_body(&req, payload).await?;
+        rp_id = Some(body.id.clone());
         check_jwk(&body.jwk)?;
         auth.identity
             .register_relying_party(
@@ -181,7 +185,7 @@ pub async fn register_rp(
         &auth,
         &req,
         "operator.rp_register",
-        Some(rp_id.as_str()),
+        rp_id.as_deref(),
         result,
     )
     .await
@@ -197,11 +201,12 @@ pub async fn rotate_rp_key(
     auth: web::Data<Auth>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Json<RotateRpKey>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let rp_id = id.to_string();
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req)?;
+        let body: web::Json<RotateRpKey> = super::extract_body(&req, payload).await?;
         check_jwk(&body.jwk)?;
         auth.identity
             .rotate_relying_party_key(&id, body.jwk.clone(), &actor)
