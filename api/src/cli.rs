@@ -8,6 +8,7 @@
 //! mykey-server import-renewals --file LINKS.csv
 //! mykey-server rotate-signing-key
 //! mykey-server new-operator-token --id ID
+//! mykey-server new-key-encryption-key --file PATH
 //! ```
 //!
 //! They call the same code as the operator endpoints; a running server picks up CRLs and
@@ -28,7 +29,8 @@ pub const USAGE: &str = "usage: mykey-server [COMMAND]
   load-crl --file CRL.der
   import-renewals --file LINKS.csv                     lines: issuer,old serial,new serial
   rotate-signing-key
-  new-operator-token --id ID                          a token for ID and its MYKEY_OPERATOR_TOKENS_FILE line";
+  new-operator-token --id ID                          a token for ID and its MYKEY_OPERATOR_TOKENS_FILE line
+  new-key-encryption-key --file PATH                  a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600)";
 
 /// Commands this module handles.
 pub const COMMANDS: &[&str] = &[
@@ -40,7 +42,6 @@ pub const COMMANDS: &[&str] = &[
     "load-crl",
     "import-renewals",
     "rotate-signing-key",
-    "new-operator-token",
 ];
 
 type BoxError = Box<dyn std::error::Error>;
@@ -84,6 +85,28 @@ fn actor() -> Actor {
     }
 }
 
+/// Runs `args` if it is a command that needs no database (making credentials); `None` when it
+/// is not one. The server binary tries these before it starts or connects to PostgreSQL.
+pub fn run_offline(args: &[String]) -> Option<Result<(), BoxError>> {
+    let (cmd, rest) = args.split_first()?;
+    let out = match cmd.as_str() {
+        "new-operator-token" => (|| {
+            let f = flags(rest)?;
+            let (token, line) = crate::auth::operators::OperatorTokens::new_token(need(&f, "id")?)?;
+            // The token goes to the operator, the line to the tokens file.
+            Ok(serde_json::json!({ "token": token, "tokens_file_line": line }))
+        })(),
+        "new-key-encryption-key" => (|| {
+            let f = flags(rest)?;
+            let path = need(&f, "file")?;
+            crate::auth::keywrap::KeyWrap::create_file(Path::new(path))?;
+            Ok(serde_json::json!({ "key_encryption_key_file": path }))
+        })(),
+        _ => return None,
+    };
+    Some(out.map(|v: serde_json::Value| println!("{v}")))
+}
+
 /// Runs one subcommand (`args[0]` is the command). Prints a JSON result on success.
 pub async fn run(
     settings: &Settings,
@@ -92,15 +115,6 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
     let f = flags(rest)?;
-    if cmd == "new-operator-token" {
-        // Needs no database: the token goes to the operator, the line to the tokens file.
-        let (token, line) = crate::auth::operators::OperatorTokens::new_token(need(&f, "id")?)?;
-        println!(
-            "{}",
-            serde_json::json!({ "token": token, "tokens_file_line": line })
-        );
-        return Ok(());
-    }
     let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
     let identity = crate::auth::identity::default_identity(&store);
     let auth = Auth::build(settings.auth.clone(), pg, identity).await?;

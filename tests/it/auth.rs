@@ -728,6 +728,85 @@ async fn refused_bodies_on_token_and_operator_endpoints_are_audited_attempts() {
     assert_eq!(app.log_head().await, 0, "no event written");
 }
 
+async fn stored_keys(db: &TestDb) -> Vec<(String, Vec<u8>)> {
+    db.client()
+        .await
+        .query("SELECT kid, private_pkcs8 FROM auth_signing_key", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn signing_keys_are_sealed_at_rest_and_an_instance_without_the_kek_refuses_to_start() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kek-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let make = |name: &str| {
+        let path = dir.join(name).display().to_string();
+        let args = ["new-key-encryption-key", "--file", &path].map(str::to_owned);
+        match mykey_api::cli::run_offline(&args) {
+            Some(Ok(())) => std::path::PathBuf::from(path),
+            other => panic!(
+                "new-key-encryption-key: {:?}",
+                other.map(|r| r.err().map(|e| e.to_string()))
+            ),
+        }
+    };
+    let (kek, other_kek) = (make("kek"), make("other"));
+    assert!(
+        mykey_api::cli::run_offline(&["rotate-signing-key".to_owned()]).is_none(),
+        "commands that need the database are not offline"
+    );
+
+    let db = TestDb::create().await;
+    let with_kek = |path: Option<std::path::PathBuf>| {
+        let mut s = settings(false);
+        s.auth.key_encryption_key_file = path;
+        s
+    };
+    let base = start(&db, &with_kek(Some(kek.clone()))).await;
+    let rows = stored_keys(&db).await;
+    assert_eq!(rows.len(), 1);
+    let (kid, sealed) = &rows[0];
+    assert!(
+        sealed.starts_with(b"mykey-kw1"),
+        "the private key is sealed"
+    );
+    assert_ne!(sealed.first(), Some(&0x30), "not a bare PKCS#8");
+    let jwks: Value = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+
+    // A second instance with the same KEK opens it and signs with the same key.
+    let base2 = start(&db, &with_kek(Some(kek.clone()))).await;
+    let jwks2: Value = reqwest::get(format!("{base2}/.well-known/jwks.json"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(jwks2["keys"], jwks["keys"]);
+
+    // Without the KEK, or with another one, an instance refuses to start and mints nothing.
+    for (settings, want) in [
+        (with_kek(None), "MYKEY_KEY_ENCRYPTION_KEY_FILE"),
+        (with_kek(Some(other_kek)), "does not open"),
+    ] {
+        let refused = Application::build(&settings, db.config()).await;
+        let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains(want), "{message}");
+    }
+    assert_eq!(stored_keys(&db).await.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn each_named_operator_is_the_actor_of_what_its_token_does() {
     use mykey_api::auth::operators::OperatorTokens;

@@ -29,6 +29,9 @@ pub struct AuthSettings {
     /// `MYKEY_ID_TOKEN_RSA_KEY`: PKCS#8 PEM of the RSA key, required for RS256 (ring cannot
     /// generate RSA keys; operators make one with `openssl genpkey`).
     pub rsa_signing_key: Option<PathBuf>,
+    /// `MYKEY_KEY_ENCRYPTION_KEY_FILE`: seals the token-signing keys at rest (AES-256-GCM);
+    /// unset stores them bare. Every instance needs the same file.
+    pub key_encryption_key_file: Option<PathBuf>,
     /// Not from the environment: tests inject a clock they can move.
     pub clock: Clock,
 }
@@ -43,6 +46,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("operators", &self.operators)
             .field("id_token_alg", &self.id_token_alg)
             .field("rsa_signing_key", &self.rsa_signing_key)
+            .field("key_encryption_key_file", &self.key_encryption_key_file)
             .finish()
     }
 }
@@ -107,6 +111,9 @@ impl AuthSettings {
             operators,
             id_token_alg,
             rsa_signing_key,
+            key_encryption_key_file: get("MYKEY_KEY_ENCRYPTION_KEY_FILE")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             clock: Clock::system(),
         })
     }

@@ -3,11 +3,12 @@
 //!
 //! Persistence: the `auth_signing_key` table (not the var dir), so every instance behind the
 //! balancer signs with and publishes the same keys, and keys survive restarts. Each instance
-//! reloads the table every [`KEY_RELOAD_SECS`]. (The private keys are stored unencrypted in
-//! that table; wrapping them with a KMS key is future work.)
+//! reloads the table every [`KEY_RELOAD_SECS`]. The private keys are sealed with the
+//! key-encryption key when one is configured (see [`super::keywrap`]).
 
 use super::db::{AuthDb, DbError};
 use super::jws::{b64, Alg, JwsError, Signer, VerifyKey};
+use super::keywrap::{KeyWrap, KeyWrapError};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
 
@@ -42,6 +43,8 @@ pub enum KeyError {
     Jws(#[from] JwsError),
     #[error("no active signing key")]
     NoActiveKey,
+    #[error(transparent)]
+    Wrap(#[from] KeyWrapError),
 }
 
 /// `kid` = base64url of the first 12 bytes of SHA-256 of the public JWK members: stable for a
@@ -62,9 +65,18 @@ fn kid_for(public: &VerifyKey) -> String {
 pub struct KeyRing {
     /// Newest first.
     keys: RwLock<Arc<Vec<Arc<PlatformKey>>>>,
+    /// Seals private keys at rest; `None` stores them bare.
+    wrap: Option<KeyWrap>,
 }
 
 impl KeyRing {
+    pub fn new(wrap: Option<KeyWrap>) -> KeyRing {
+        KeyRing {
+            keys: RwLock::default(),
+            wrap,
+        }
+    }
+
     fn snapshot(&self) -> Arc<Vec<Arc<PlatformKey>>> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -113,7 +125,10 @@ impl KeyRing {
                 tracing::error!(kid = %s.kid, "signing key with unknown alg skipped");
                 continue;
             };
-            let signer = match Signer::from_pkcs8(alg, &s.pkcs8) {
+            // A key that does not open is fatal, not skipped: skipping it would leave this
+            // instance without an active key and make it mint one of its own.
+            let pkcs8 = super::keywrap::open(self.wrap.as_ref(), &s.kid, &s.pkcs8)?;
+            let signer = match Signer::from_pkcs8(alg, &pkcs8) {
                 Ok(k) => k,
                 Err(e) => {
                     tracing::error!(kid = %s.kid, "unusable signing key skipped: {e}");
@@ -142,7 +157,7 @@ impl KeyRing {
     ) -> Result<(), KeyError> {
         self.reload(db).await?;
         if self.active().is_err() {
-            Self::create(db, alg, rsa_pkcs8, false).await?;
+            self.create(db, alg, rsa_pkcs8, false).await?;
             self.reload(db).await?;
         }
         Ok(())
@@ -156,12 +171,13 @@ impl KeyRing {
         alg: Alg,
         rsa_pkcs8: Option<&[u8]>,
     ) -> Result<String, KeyError> {
-        let kid = Self::create(db, alg, rsa_pkcs8, true).await?;
+        let kid = self.create(db, alg, rsa_pkcs8, true).await?;
         self.reload(db).await?;
         Ok(kid)
     }
 
     async fn create(
+        &self,
         db: &AuthDb,
         alg: Alg,
         rsa_pkcs8: Option<&[u8]>,
@@ -179,7 +195,11 @@ impl KeyRing {
         };
         let signer = Signer::from_pkcs8(alg, &pkcs8)?;
         let kid = kid_for(&signer.public());
-        db.insert_signing_key(&kid, alg.as_str(), &pkcs8, retire_others)
+        let stored = match &self.wrap {
+            Some(w) => w.seal(&kid, &pkcs8)?,
+            None => pkcs8,
+        };
+        db.insert_signing_key(&kid, alg.as_str(), &stored, retire_others)
             .await?;
         Ok(kid)
     }

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jpki;
 pub mod jws;
 pub mod keys;
+pub mod keywrap;
 pub mod metrics;
 pub mod operators;
 #[cfg(test)]
@@ -305,7 +306,16 @@ impl Auth {
             None => TrustAnchors::shipped()?,
         };
         let db = AuthDb::connect(pg)?;
-        let keys = KeyRing::default();
+        let wrap = match &settings.key_encryption_key_file {
+            Some(path) => Some(keywrap::KeyWrap::from_file(path).map_err(keys::KeyError::from)?),
+            None => {
+                tracing::warn!(
+                    "MYKEY_KEY_ENCRYPTION_KEY_FILE is not set: token-signing keys are stored unencrypted in the database"
+                );
+                None
+            }
+        };
+        let keys = KeyRing::new(wrap);
         let rsa = match (&settings.id_token_alg, &settings.rsa_signing_key) {
             (jws::Alg::RS256, Some(path)) => {
                 Some(read_pkcs8_pem(path).map_err(AuthStartError::Config)?)

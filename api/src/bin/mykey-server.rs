@@ -19,6 +19,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(done) = mykey_api::cli::run_offline(&args) {
+        return done;
+    }
     let settings = Settings::from_env()?;
     let (pg_config, local) = match &settings.database_url {
         Some(url) => (url.parse::<tokio_postgres::Config>()?, None),
@@ -37,7 +41,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             (local.config(), Some(local))
         }
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some(cmd) if mykey_api::cli::COMMANDS.contains(&cmd) => {
             mykey_api::cli::run(&settings, pg_config, &args).await
