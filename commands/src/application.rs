@@ -55,12 +55,12 @@ impl<S: EventStore> Commands<S> {
         subject: SubjectId,
         link_ref: &str,
     ) -> Result<ApplicationState> {
-        self.guard_acting_rp(meta).await?;
         let link_ref = link_ref.to_owned();
-        self.execute_on::<Application, _, _>(meta, &stream(program, subject)?, None, || {
-            let link_ref = link_ref.clone();
-            async move { Ok(ApplicationCommand::LinkPaymentService { link_ref }) }
-        })
+        self.execute::<Application>(
+            meta,
+            ApplicationId::of(program, &subject),
+            ApplicationCommand::LinkPaymentService { link_ref },
+        )
         .await
     }
 
@@ -95,10 +95,11 @@ impl<S: EventStore> Commands<S> {
         program: &ProgramId,
         subject: SubjectId,
     ) -> Result<ApplicationState> {
-        self.guard_acting_rp(meta).await?;
-        self.execute_on::<Application, _, _>(meta, &stream(program, subject)?, None, || async {
-            Ok(ApplicationCommand::GrantPoints)
-        })
+        self.execute::<Application>(
+            meta,
+            ApplicationId::of(program, &subject),
+            ApplicationCommand::GrantPoints,
+        )
         .await
     }
 

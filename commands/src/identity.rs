@@ -204,8 +204,9 @@ impl<S: EventStore> Commands<S> {
         }
         let (old_stream, new_stream) = (&old_stream, &new_stream);
         self.with_retry(meta, None, || async move {
-            let old_c = self.load::<Certificate>(old_stream, None).await?;
-            let new_c = self.load::<Certificate>(new_stream, None).await?;
+            let (old_c, new_c) = self
+                .load_two::<Certificate, Certificate>(old_stream, new_stream)
+                .await?;
             let subject_id = old_c.state.subject.ok_or_else(|| {
                 DomainError::new(
                     ErrorCode::CERTIFICATE_NOT_LINKED,

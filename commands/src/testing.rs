@@ -184,9 +184,4 @@ impl<A: Aggregate> Then<A> {
             }
         }
     }
-
-    /// The raw outcome.
-    pub fn result(self) -> Result<Vec<A::Event>, DomainError> {
-        self.result
-    }
 }

@@ -79,7 +79,6 @@ impl CertificateRef {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CertificateState {
-    pub certificate: Option<CertificateRef>,
     pub subject: Option<SubjectId>,
     /// The certificate this one replaced (J-LIS renewal link), if any.
     pub renewed_from: Option<CertificateRef>,
@@ -240,27 +239,15 @@ pub fn decide(
 pub fn evolve(mut state: CertificateState, event: &CertificateEvent) -> CertificateState {
     use CertificateEvent as E;
     match event {
-        E::Linked {
-            certificate,
-            subject,
-        } => {
-            state.certificate = Some(certificate.clone());
-            state.subject = Some(*subject);
-        }
+        E::Linked { subject, .. } => state.subject = Some(*subject),
         E::Renewed { new } => state.renewed_to = Some(new.clone()),
         E::LinkedFromRenewal {
-            certificate,
-            subject,
-            previous,
+            subject, previous, ..
         } => {
-            state.certificate = Some(certificate.clone());
             state.subject = Some(*subject);
             state.renewed_from = Some(previous.clone());
         }
-        E::Revoked { certificate, .. } => {
-            state.certificate = Some(certificate.clone());
-            state.revoked = true;
-        }
+        E::Revoked { .. } => state.revoked = true,
     }
     state
 }

@@ -40,22 +40,6 @@ pub enum LoginDecision {
     },
 }
 
-impl LoginDecision {
-    pub fn ppid(&self) -> &Ppid {
-        match self {
-            LoginDecision::Existing { ppid, .. } | LoginDecision::Issue { ppid, .. } => ppid,
-        }
-    }
-
-    pub fn subject(&self) -> SubjectId {
-        match self {
-            LoginDecision::Existing { subject, .. } | LoginDecision::Issue { subject, .. } => {
-                *subject
-            }
-        }
-    }
-}
-
 /// Decides a PIN login (registration) or a later login for `facts.relying_party_id`.
 ///
 /// Who may call: the platform's login endpoint (`System`) or the relying party itself; never

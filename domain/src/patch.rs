@@ -87,7 +87,6 @@ pub struct PatchState {
     /// The last dry-run's plan.
     pub plan: Vec<PlannedAppend>,
     pub dry_run_by: Option<String>,
-    pub approved_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -330,17 +329,14 @@ pub fn evolve(state: Option<PatchState>, event: &PatchEvent) -> Option<PatchStat
             status: PatchStatus::Requested,
             plan: vec![],
             dry_run_by: None,
-            approved_by: None,
         }),
         (Some(mut p), E::DryRunRecorded { plan, by }) => {
             p.plan = plan.clone();
             p.dry_run_by = Some(by.clone());
-            p.approved_by = None;
             p.status = PatchStatus::DryRun;
             Some(p)
         }
-        (Some(mut p), E::Approved { by }) => {
-            p.approved_by = Some(by.clone());
+        (Some(mut p), E::Approved { .. }) => {
             p.status = PatchStatus::Approved;
             Some(p)
         }

@@ -30,8 +30,12 @@ struct Rp {
     key: EcdsaKeyPair,
 }
 
-fn settings(require_crl: bool) -> Settings {
-    let vars: HashMap<&str, String> = HashMap::from([
+/// The tests' server configuration, plus `extra` variables (which win).
+fn settings_with(
+    require_crl: bool,
+    extra: &[(&'static str, String)],
+) -> Result<Settings, mykey_api::config::ConfigError> {
+    let mut vars: HashMap<&str, String> = HashMap::from([
         ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
         ("MYKEY_ISSUER", ISSUER.to_owned()),
         (
@@ -41,7 +45,12 @@ fn settings(require_crl: bool) -> Settings {
         ("MYKEY_REQUIRE_CRL", require_crl.to_string()),
         ("MYKEY_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
     ]);
-    Settings::from_lookup(|k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"))
+    vars.extend(extra.iter().cloned());
+    Settings::from_lookup(|k| vars.get(k).cloned())
+}
+
+fn settings(require_crl: bool) -> Settings {
+    settings_with(require_crl, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn start(db: &TestDb, settings: &Settings) -> String {
@@ -815,24 +824,8 @@ async fn each_named_operator_is_the_actor_of_what_its_token_does() {
     let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("operators-{}.txt", uuid::Uuid::new_v4()));
     std::fs::write(&file, format!("{alice_line}\n{bob_line}\n")).unwrap_or_else(|e| panic!("{e}"));
-    let lookup = |extra: Vec<(&'static str, String)>| {
-        let mut vars: HashMap<&str, String> = HashMap::from([
-            ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
-            ("MYKEY_ISSUER", ISSUER.to_owned()),
-            (
-                "MYKEY_TRUST_ANCHORS",
-                pki().anchors_dir.display().to_string(),
-            ),
-            ("MYKEY_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
-        ]);
-        vars.extend(extra);
-        Settings::from_lookup(|k| vars.get(k).cloned())
-    };
-    let settings = lookup(vec![(
-        "MYKEY_OPERATOR_TOKENS_FILE",
-        file.display().to_string(),
-    )])
-    .unwrap_or_else(|e| panic!("{e}"));
+    let tokens_file = [("MYKEY_OPERATOR_TOKENS_FILE", file.display().to_string())];
+    let settings = settings_with(true, &tokens_file).unwrap_or_else(|e| panic!("{e}"));
     let db = TestDb::create().await;
     let base = start(&db, &settings).await;
     let http = reqwest::Client::new();
@@ -901,10 +894,7 @@ async fn each_named_operator_is_the_actor_of_what_its_token_does() {
 
     // A malformed tokens file stops the server from starting, naming the line.
     std::fs::write(&file, format!("{alice_line}\nbob\n")).unwrap_or_else(|e| panic!("{e}"));
-    let refused = lookup(vec![(
-        "MYKEY_OPERATOR_TOKENS_FILE",
-        file.display().to_string(),
-    )]);
+    let refused = settings_with(true, &tokens_file);
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("line 2"), "{message}");
     let _ = std::fs::remove_file(&file);
@@ -1529,22 +1519,14 @@ async fn cli_subcommands_work_against_the_same_database() {
 #[tokio::test]
 async fn rs256_id_tokens_verify_against_the_jwks() {
     let db = TestDb::create().await;
-    let mut vars: HashMap<&str, String> = HashMap::from([
-        ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
-        ("MYKEY_ISSUER", ISSUER.to_owned()),
+    let rs256 = [
+        ("MYKEY_ID_TOKEN_ALG", "RS256".to_owned()),
         (
-            "MYKEY_TRUST_ANCHORS",
-            pki().anchors_dir.display().to_string(),
+            "MYKEY_ID_TOKEN_RSA_KEY",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/rp-rsa.key.pem").to_owned(),
         ),
-        ("MYKEY_REQUIRE_CRL", "false".to_owned()),
-        ("MYKEY_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
-    ]);
-    vars.insert("MYKEY_ID_TOKEN_ALG", "RS256".to_owned());
-    vars.insert(
-        "MYKEY_ID_TOKEN_RSA_KEY",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/auth/rp-rsa.key.pem").to_owned(),
-    );
-    let s = Settings::from_lookup(|k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"));
+    ];
+    let s = settings_with(false, &rs256).unwrap_or_else(|e| panic!("{e}"));
     let base = start(&db, &s).await;
     let app = App {
         base,

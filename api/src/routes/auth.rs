@@ -40,9 +40,31 @@ pub async fn challenge(auth: web::Data<Auth>, req: HttpRequest) -> Result<HttpRe
         .authenticate_for(bearer(&req), "auth.challenge", &ctx)
         .await?;
     let c = auth.challenge(&rp, &ctx).await?;
-    Ok(HttpResponse::Created()
+    Ok(no_store(HttpResponse::Created(), &c))
+}
+
+/// What every login endpoint does before its own work: authenticate the relying party, then
+/// read its JSON body; each refusal is audited as an attempt on `endpoint`.
+async fn authenticated_attempt<T: serde::de::DeserializeOwned>(
+    auth: &Auth,
+    req: &HttpRequest,
+    payload: web::Payload,
+    endpoint: &'static str,
+) -> Result<(Ctx, String, T), Problem> {
+    let ctx = ctx(req);
+    let rp = auth.authenticate_for(bearer(req), endpoint, &ctx).await?;
+    let body: web::Json<T> = attempt_body(auth, req, payload, &ctx, endpoint, Some(&rp)).await?;
+    Ok((ctx, rp, body.into_inner()))
+}
+
+/// Answers carrying tokens or nonces: never cached.
+pub(super) fn no_store<T: serde::Serialize>(
+    mut response: actix_web::HttpResponseBuilder,
+    body: &T,
+) -> HttpResponse {
+    response
         .insert_header(("cache-control", "no-store"))
-        .json(c))
+        .json(body)
 }
 
 #[post("/v1/auth/login")]
@@ -51,16 +73,12 @@ pub async fn login(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let ctx = ctx(&req);
-    let rp = auth
-        .authenticate_for(bearer(&req), "auth.login", &ctx)
-        .await?;
-    let body: web::Json<LoginBody> =
-        attempt_body(&auth, &req, payload, &ctx, "auth.login", Some(&rp)).await?;
-    let r = auth.pin_login(&rp, body.into_inner(), &ctx).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(r))
+    let (ctx, rp, body) =
+        authenticated_attempt::<LoginBody>(&auth, &req, payload, "auth.login").await?;
+    Ok(no_store(
+        HttpResponse::Ok(),
+        &auth.pin_login(&rp, body, &ctx).await?,
+    ))
 }
 
 #[post("/v1/auth/kazashi")]
@@ -69,16 +87,12 @@ pub async fn kazashi(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let ctx = ctx(&req);
-    let rp = auth
-        .authenticate_for(bearer(&req), "auth.kazashi", &ctx)
-        .await?;
-    let body: web::Json<KazashiBody> =
-        attempt_body(&auth, &req, payload, &ctx, "auth.kazashi", Some(&rp)).await?;
-    let r = auth.kazashi(&rp, body.into_inner(), &ctx).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(r))
+    let (ctx, rp, body) =
+        authenticated_attempt::<KazashiBody>(&auth, &req, payload, "auth.kazashi").await?;
+    Ok(no_store(
+        HttpResponse::Ok(),
+        &auth.kazashi(&rp, body, &ctx).await?,
+    ))
 }
 
 /// Login counters (Prometheus text). `mykey_crl_stale_refusals_total` is the CRL alert.

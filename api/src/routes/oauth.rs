@@ -60,7 +60,5 @@ pub async fn token(
     let form: web::Form<TokenForm> =
         super::auth::attempt_body(&auth, &req, payload, &ctx, "oauth.token", None).await?;
     let resp = auth.token(form.into_inner(), &ctx).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("cache-control", "no-store"))
-        .json(resp))
+    Ok(super::auth::no_store(HttpResponse::Ok(), &resp))
 }

@@ -585,7 +585,12 @@ async fn maintenance_notices_and_test_cards_through_handlers() {
     ok(cmds
         .report_test_card_lost(&operator("op-1"), &card, "not found at inventory")
         .await);
-    assert!(ok(cmds.load_test_card(&card).await).is_some());
+    let lost = ok(cmds.load_test_card(&card).await);
+    assert!(lost.is_some());
+    assert_eq!(
+        lost.map(|c| c.status),
+        Some(mykey_domain::test_card::CardStatus::Lost)
+    );
 }
 
 // ---------------------------------------------------------------- idempotency and retries
