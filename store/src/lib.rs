@@ -23,7 +23,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-pub use verify::{verify_chain, ChainBreak, ChainBreakKind, VerifyReport};
+pub use verify::{ChainBreak, ChainBreakKind, VerifyReport};
 
 /// More events than this in one append is refused: one command is a small fact, and a huge
 /// append would hold the global write lock long enough to stall every other writer.
@@ -31,6 +31,10 @@ pub const MAX_EVENTS_PER_APPEND: usize = 1_000;
 
 /// Upper bound on one page of reads, whatever the caller asks for.
 pub const MAX_READ_PAGE: usize = 10_000;
+
+/// Capacity of a subscription's channel, in both logs: a slow subscriber applies
+/// back-pressure to itself only (its feeder task waits), never to writers.
+pub const SUBSCRIPTION_BUFFER: usize = 1_024;
 
 /// What the caller believes the stream's current version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,13 +249,7 @@ pub trait EventStore: Send + Sync {
         &self,
         streams: &[StreamId],
     ) -> impl Future<Output = Result<Vec<Vec<EventEnvelope>>, StoreError>> + Send {
-        async move {
-            let mut out = Vec::with_capacity(streams.len());
-            for stream in streams {
-                out.push(read_full_stream(self, stream).await?);
-            }
-            Ok(out)
-        }
+        read_each_stream(self, streams)
     }
 
     /// The last global position written (0 for an empty log).
@@ -259,6 +257,18 @@ pub trait EventStore: Send + Sync {
 
     /// Follows the log from `from_position` (inclusive).
     fn subscribe(&self, from_position: u64) -> Subscription;
+}
+
+/// [`EventStore::read_streams`] one stream at a time.
+pub(crate) async fn read_each_stream<S: EventStore + ?Sized>(
+    store: &S,
+    streams: &[StreamId],
+) -> Result<Vec<Vec<EventEnvelope>>, StoreError> {
+    let mut out = Vec::with_capacity(streams.len());
+    for stream in streams {
+        out.push(read_full_stream(store, stream).await?);
+    }
+    Ok(out)
 }
 
 /// Reads a whole stream (all pages).
@@ -293,8 +303,11 @@ pub async fn verify<S: EventStore + ?Sized>(
     let mut checker = verify::ChainChecker::new(from);
     // The event before `from` anchors the chain; its own correctness is outside the range.
     if from > 1 {
-        if let Some(prev) = store.read_all(from - 1, 1).await?.into_iter().next() {
-            checker.anchor(&prev);
+        // Only that very event: if it was deleted, `read_all` returns the next one, and
+        // anchoring on `from` itself would report a break inside an intact range.
+        let before = store.read_all(from - 1, 1).await?;
+        if let Some(prev) = before.iter().find(|e| e.global_position == from - 1) {
+            checker.anchor(prev);
         }
     }
     let mut next = from;

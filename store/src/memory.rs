@@ -13,14 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-/// Capacity of a subscription's channel: a slow subscriber applies back-pressure to itself
-/// only (the feeder task waits), never to writers.
-const SUBSCRIPTION_BUFFER: usize = 1_024;
-
 #[derive(Debug, Default)]
 struct Log {
     events: Vec<EventEnvelope>,
-    stream_versions: HashMap<StreamId, u64>,
+    /// Per stream, the indexes of its events in `events`; versions are dense, so its
+    /// length is the stream's version.
     stream_positions: HashMap<StreamId, Vec<usize>>,
     commands: HashMap<Uuid, AppendOutcome>,
     event_ids: std::collections::HashSet<Uuid>,
@@ -32,6 +29,14 @@ pub struct InMemoryStore {
     log: Arc<Mutex<Log>>,
     head: watch::Sender<u64>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+impl Log {
+    fn version_of(&self, stream: &StreamId) -> u64 {
+        self.stream_positions
+            .get(stream)
+            .map_or(0, |v| v.len() as u64)
+    }
 }
 
 impl std::fmt::Debug for InMemoryStore {
@@ -93,7 +98,7 @@ impl InMemoryStore {
             return Err(AppendError::EventIdReused(e.event_id));
         }
         for s in &request.streams {
-            let actual = log.stream_versions.get(&s.stream).copied().unwrap_or(0);
+            let actual = log.version_of(&s.stream);
             if !s.expected.matches(actual) {
                 return Err(AppendError::Conflict {
                     stream: s.stream.clone(),
@@ -109,7 +114,7 @@ impl InMemoryStore {
         let first_position = log.events.len() as u64 + 1;
         let mut streams = Vec::with_capacity(request.streams.len());
         for s in request.streams {
-            let mut version = log.stream_versions.get(&s.stream).copied().unwrap_or(0);
+            let mut version = log.version_of(&s.stream);
             let first_version = version + 1;
             for e in s.events {
                 version += 1;
@@ -131,7 +136,6 @@ impl InMemoryStore {
                 log.event_ids.insert(env.event_id);
                 log.events.push(env);
             }
-            log.stream_versions.insert(s.stream.clone(), version);
             streams.push(StreamOutcome {
                 stream: s.stream,
                 first_version,
@@ -204,7 +208,7 @@ impl EventStore for InMemoryStore {
     }
 
     fn subscribe(&self, from_position: u64) -> Subscription {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let (tx, rx) = mpsc::channel(crate::SUBSCRIPTION_BUFFER);
         let store = self.clone();
         let mut head = self.head.subscribe();
         tokio::spawn(async move {

@@ -124,14 +124,3 @@ impl ChainChecker {
         }
     }
 }
-
-/// Verifies an in-memory sequence that starts at position 1.
-pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a EventEnvelope>) -> VerifyReport {
-    let mut checker = ChainChecker::new(1);
-    for e in events {
-        if let Some(b) = checker.check(e) {
-            return checker.report(Some(b));
-        }
-    }
-    checker.report(None)
-}

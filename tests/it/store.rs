@@ -519,6 +519,12 @@ async fn verify_reports_a_deleted_row() {
         (position, kind),
         (5, ChainBreakKind::Missing { found: Some(6) })
     );
+    // A range that starts right after the hole is intact in itself: the hole is reported by
+    // whoever verifies it, not blamed on the range's first event.
+    let after = verify(&store, 6, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(after.is_intact(), "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,8 +39,8 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// small enough that a page of large payloads stays a few MiB in memory.
 pub const SUBSCRIPTION_PAGE: usize = 1_000;
 
-/// Capacity of a subscription's channel: a slow subscriber only slows its own feeder task.
-pub const SUBSCRIPTION_BUFFER: usize = 1_024;
+/// The log's head: the last position written, 0 when empty.
+const HEAD_QUERY: &str = "SELECT coalesce(max(global_position), 0) FROM events";
 
 /// Bounds of the listener's reconnect backoff.
 const LISTEN_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -228,10 +228,6 @@ fn page_limit(limit: usize) -> i64 {
     i64::try_from(limit.min(MAX_READ_PAGE)).unwrap_or(0)
 }
 
-fn position_param(p: u64) -> i64 {
-    i64::try_from(p).unwrap_or(i64::MAX)
-}
-
 async fn read_all_from(
     pool: &Pool,
     from_position: u64,
@@ -252,7 +248,7 @@ async fn read_all_from(
     let rows = client
         .query(
             &stmt,
-            &[&position_param(from_position.max(1)), &page_limit(limit)],
+            &[&writer::to_i64(from_position.max(1)), &page_limit(limit)],
         )
         .await
         .map_err(|e| unavailable("read_all", &e))?;
@@ -301,7 +297,7 @@ impl EventStore for PgEventStore {
                 &stmt,
                 &[
                     &stream.as_str(),
-                    &position_param(from_version),
+                    &writer::to_i64(from_version),
                     &page_limit(limit),
                 ],
             )
@@ -334,11 +330,7 @@ impl EventStore for PgEventStore {
         drop(client);
         if rows.len() >= MAX_READ_PAGE {
             // Possibly cut short: read each stream whole, page by page.
-            let mut out = Vec::with_capacity(streams.len());
-            for stream in streams {
-                out.push(crate::read_full_stream(self, stream).await?);
-            }
-            return Ok(out);
+            return crate::read_each_stream(self, streams).await;
         }
         let mut by_stream: std::collections::HashMap<String, Vec<EventEnvelope>> =
             std::collections::HashMap::new();
@@ -366,7 +358,7 @@ impl EventStore for PgEventStore {
     async fn head(&self) -> Result<u64, StoreError> {
         let client = self.reader().await?;
         let stmt = client
-            .prepare_cached("SELECT coalesce(max(global_position), 0) FROM events")
+            .prepare_cached(HEAD_QUERY)
             .await
             .map_err(|e| unavailable("prepare head", &e))?;
         let head: i64 = client
@@ -381,7 +373,7 @@ impl EventStore for PgEventStore {
     }
 
     fn subscribe(&self, from_position: u64) -> Subscription {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let (tx, rx) = mpsc::channel(crate::SUBSCRIPTION_BUFFER);
         // The feeder holds the pool and a head receiver, not the store: a forgotten
         // subscription does not keep the writer alive.
         let pool = self.inner.pool.clone();
@@ -496,7 +488,7 @@ async fn listen(
         .await
         .map_err(|e| unavailable("LISTEN", &e))?;
     let current: i64 = client
-        .query_one("SELECT coalesce(max(global_position), 0) FROM events", &[])
+        .query_one(HEAD_QUERY, &[])
         .await
         .and_then(|r| r.try_get(0))
         .map_err(|e| unavailable("head", &e))?;

@@ -515,7 +515,7 @@ pub fn plan(
     plan
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     // Positions and versions are counts of rows; they cannot reach 2^63.
     i64::try_from(v).unwrap_or(i64::MAX)
 }
