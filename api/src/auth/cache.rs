@@ -422,10 +422,30 @@ mod tests {
             cache.active_ppid(&cert, "rp").await.ok().flatten(),
             Some(p2)
         );
-        // Any relying-party event clears the RP cache.
+        // No RP was ever registered: nothing to answer.
         assert_eq!(
             cache.relying_party("rp").await.ok().flatten().map(|r| r.id),
             None
         );
+        // A cached RP is answered from the cache until a relying-party event arrives.
+        let status = |rp: Option<RelyingParty>| rp.map(|r| r.status);
+        let jwk = serde_json::json!({});
+        cache
+            .inner
+            .register_relying_party("rp-2", "municipality", "131016", "n", jwk, &actor())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cached = cache.relying_party("rp-2").await.ok().flatten();
+        assert_eq!(status(cached), Some(RpStatus::Active));
+        cache
+            .inner
+            .set_relying_party_status("rp-2", RpStatus::Suspended, &actor())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stale = cache.relying_party("rp-2").await.ok().flatten();
+        assert_eq!(status(stale), Some(RpStatus::Active));
+        log.push("relying_party-rp-2", "RelyingPartySuspended");
+        let fresh = cache.relying_party("rp-2").await.ok().flatten();
+        assert_eq!(status(fresh), Some(RpStatus::Suspended));
     }
 }

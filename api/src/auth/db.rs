@@ -64,9 +64,12 @@ pub struct StoredKey {
 }
 
 #[derive(Debug, Clone)]
+/// A stored CRL without its (possibly large) DER.
 pub struct StoredCrl {
     pub id: i64,
-    pub der: Vec<u8>,
+    pub ca_key_id: String,
+    /// Seconds since the epoch.
+    pub this_update: i64,
 }
 
 impl AuthDb {
@@ -208,12 +211,14 @@ impl AuthDb {
     }
 
     /// The newest CRL of each CA key loaded after row `after_id`.
+    /// The newest CRL per CA key among rows after `after_id`, without the DER: most are
+    /// already installed (loaded by this instance), so only newer ones need [`Self::crl_der`].
     pub async fn crls_after(&self, after_id: i64) -> Result<Vec<StoredCrl>, DbError> {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT DISTINCT ON (ca_key_id) id, der FROM auth_crl WHERE id > $1 \
-                 ORDER BY ca_key_id, this_update DESC, id DESC",
+                "SELECT DISTINCT ON (ca_key_id) id, ca_key_id, this_update FROM auth_crl \
+                 WHERE id > $1 ORDER BY ca_key_id, this_update DESC, id DESC",
                 &[&after_id],
             )
             .await
@@ -222,10 +227,22 @@ impl AuthDb {
             .map(|r| {
                 Ok(StoredCrl {
                     id: r.try_get(0).map_err(db_err)?,
-                    der: r.try_get(1).map_err(db_err)?,
+                    ca_key_id: r.try_get(1).map_err(db_err)?,
+                    this_update: r
+                        .try_get::<_, chrono::DateTime<chrono::Utc>>(2)
+                        .map_err(db_err)?
+                        .timestamp(),
                 })
             })
             .collect()
+    }
+
+    pub async fn crl_der(&self, id: i64) -> Result<Vec<u8>, DbError> {
+        let c = self.client().await?;
+        c.query_one("SELECT der FROM auth_crl WHERE id = $1", &[&id])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)
     }
 
     async fn insert_audit(&self, batch: &[AuditRecord]) -> Result<(), DbError> {

@@ -380,7 +380,13 @@ impl Auth {
         let mut max = seen;
         for stored in self.db.crls_after(seen).await? {
             max = max.max(stored.id);
-            match crl::parse_crl(&stored.der, &self.anchors) {
+            let installed = self.crls.get(&stored.ca_key_id);
+            if installed.is_some_and(|c| c.this_update >= stored.this_update) {
+                // Loaded here already (or superseded): no need to fetch and parse it again.
+                continue;
+            }
+            let der = self.db.crl_der(stored.id).await?;
+            match crl::parse_crl(&der, &self.anchors) {
                 Ok(c) => match self.crls.install(c) {
                     Ok(()) | Err(CrlError::NotNewer) => {}
                     Err(e) => tracing::warn!(id = stored.id, "stored CRL not installed: {e}"),

@@ -8,7 +8,7 @@
 
 use super::oauth::ctx;
 use crate::auth::identity::{Actor, RpStatus};
-use crate::auth::{jws::VerifyKey, Auth};
+use crate::auth::{jws::VerifyKey, Auth, Ctx};
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
@@ -17,7 +17,9 @@ use serde::Deserialize;
 /// A CRL body may be large (the national CRL); see [`crate::auth::crl::MAX_CRL_BYTES`].
 pub const MAX_OPERATOR_BODY: usize = crate::auth::crl::MAX_CRL_BYTES;
 
-fn operator(auth: &Auth, req: &HttpRequest) -> Result<Actor, Problem> {
+/// The operator behind the request. `c` is the request's context, shared with its audit row so
+/// both carry one correlation id.
+fn operator(auth: &Auth, req: &HttpRequest, c: &Ctx) -> Result<Actor, Problem> {
     let operators = &auth.settings.operators;
     if operators.is_empty() {
         return Err(Problem::new(
@@ -39,19 +41,18 @@ fn operator(auth: &Auth, req: &HttpRequest) -> Result<Actor, Problem> {
             "Operator token required",
         ));
     };
-    let c = ctx(req);
     Ok(Actor {
         actor_id: operator_id.to_owned(),
         role: "operator".to_owned(),
         correlation_id: c.correlation_id,
-        client_addr: c.client_addr,
+        client_addr: c.client_addr.clone(),
     })
 }
 
 /// Records an operator attempt (accepted or refused) in the audit trail.
 async fn audited(
     auth: &Auth,
-    req: &HttpRequest,
+    c: &Ctx,
     endpoint: &'static str,
     rp_id: Option<&str>,
     result: Result<HttpResponse, Problem>,
@@ -60,7 +61,7 @@ async fn audited(
         Ok(_) => "OK".to_owned(),
         Err(p) => p.code.clone(),
     };
-    auth.audit(&ctx(req), endpoint, rp_id, &outcome, None).await;
+    auth.audit(c, endpoint, rp_id, &outcome, None).await;
     result
 }
 
@@ -70,13 +71,14 @@ pub async fn load_crl(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
+    let c = ctx(&req);
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req)?;
+        let actor = operator(&auth, &req, &c)?;
         let body: web::Bytes = super::extract_body(&req, payload).await?;
         Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
     }
     .await;
-    audited(&auth, &req, "operator.crl", None, result).await
+    audited(&auth, &c, "operator.crl", None, result).await
 }
 
 /// POST /v1/operator/renewals. Body: CSV `issuer,old serial,new serial` (`text/csv`).
@@ -85,8 +87,9 @@ pub async fn import_renewals(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
+    let c = ctx(&req);
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req)?;
+        let actor = operator(&auth, &req, &c)?;
         let body: web::Bytes = super::extract_body(&req, payload).await?;
         let text = std::str::from_utf8(&body).map_err(|_| {
             Problem::new(
@@ -98,7 +101,7 @@ pub async fn import_renewals(
         Ok(HttpResponse::Ok().json(auth.import_renewals(text, &actor).await?))
     }
     .await;
-    audited(&auth, &req, "operator.renewals", None, result).await
+    audited(&auth, &c, "operator.renewals", None, result).await
 }
 
 #[post("/v1/operator/signing-keys/rotate")]
@@ -106,8 +109,9 @@ pub async fn rotate_signing_key(
     auth: web::Data<Auth>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
+    let c = ctx(&req);
     let result: Result<HttpResponse, Problem> = async {
-        operator(&auth, &req)?;
+        operator(&auth, &req, &c)?;
         let rsa = match (auth.settings.id_token_alg, &auth.settings.rsa_signing_key) {
             (crate::auth::jws::Alg::RS256, Some(p)) => {
                 Some(crate::auth::read_pkcs8_pem(p).map_err(Problem::unavailable)?)
@@ -122,7 +126,7 @@ pub async fn rotate_signing_key(
         Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
     }
     .await;
-    audited(&auth, &req, "operator.signing_key", None, result).await
+    audited(&auth, &c, "operator.signing_key", None, result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,9 +165,10 @@ pub async fn register_rp(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
+    let c = ctx(&req);
     let mut rp_id = None;
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req)?;
+        let actor = operator(&auth, &req, &c)?;
         let body: web::Json<RegisterRp> = super::extract_body(&req, payload).await?;
         rp_id = Some(body.id.clone());
         check_jwk(&body.jwk)?;
@@ -181,14 +186,7 @@ pub async fn register_rp(
         Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.id })))
     }
     .await;
-    audited(
-        &auth,
-        &req,
-        "operator.rp_register",
-        rp_id.as_deref(),
-        result,
-    )
-    .await
+    audited(&auth, &c, "operator.rp_register", rp_id.as_deref(), result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,9 +201,10 @@ pub async fn rotate_rp_key(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
+    let c = ctx(&req);
     let rp_id = id.to_string();
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req)?;
+        let actor = operator(&auth, &req, &c)?;
         let body: web::Json<RotateRpKey> = super::extract_body(&req, payload).await?;
         check_jwk(&body.jwk)?;
         auth.identity
@@ -215,7 +214,7 @@ pub async fn rotate_rp_key(
         Ok(HttpResponse::NoContent().finish())
     }
     .await;
-    audited(&auth, &req, "operator.rp_key", Some(rp_id.as_str()), result).await
+    audited(&auth, &c, "operator.rp_key", Some(rp_id.as_str()), result).await
 }
 
 #[post("/v1/operator/relying-parties/{id}/{action}")]
@@ -224,9 +223,10 @@ pub async fn rp_status(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
+    let c = ctx(&req);
     let rp_id = path.0.clone();
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req)?;
+        let actor = operator(&auth, &req, &c)?;
         let (id, action) = path.into_inner();
         let status = match action.as_str() {
             "suspend" => RpStatus::Suspended,
@@ -249,7 +249,7 @@ pub async fn rp_status(
     .await;
     audited(
         &auth,
-        &req,
+        &c,
         "operator.rp_status",
         Some(rp_id.as_str()),
         result,
