@@ -166,16 +166,7 @@ pub async fn run(
             serde_json::to_value(auth.import_renewals(&csv, &who).await.map_err(problem)?)?
         }
         "rotate-signing-key" => {
-            let rsa = match &auth.settings.rsa_signing_key {
-                Some(p) if auth.settings.id_token_alg == crate::auth::jws::Alg::RS256 => {
-                    Some(crate::auth::read_pkcs8_pem(p)?)
-                }
-                _ => None,
-            };
-            let kid = auth
-                .keys
-                .rotate(&auth.db, auth.settings.id_token_alg, rsa.as_deref())
-                .await?;
+            let kid = auth.rotate_signing_key().await.map_err(problem)?;
             serde_json::json!({ "kid": kid })
         }
         other => return Err(format!("unknown command {other:?}\n{USAGE}").into()),

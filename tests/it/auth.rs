@@ -1557,6 +1557,7 @@ async fn cli_subcommands_work_against_the_same_database() {
     run(args(&["rotate-signing-key"]))
         .await
         .unwrap_or_else(|e| panic!("rotate-signing-key: {e}"));
+    assert_eq!(stored_keys(&app.db).await.len(), 2, "a second signing key");
     let bad = run(args(&["register-rp", "--id", "x"])).await;
     assert!(bad.is_err_and(|e| e.contains("--kind")));
     let _ = std::fs::remove_dir_all(&dir);

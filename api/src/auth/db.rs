@@ -59,7 +59,6 @@ pub struct StoredKey {
     pub kid: String,
     pub alg: String,
     pub pkcs8: Vec<u8>,
-    pub created_at: i64,
     pub retired_at: Option<i64>,
 }
 
@@ -131,7 +130,7 @@ impl AuthDb {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT kid, alg, private_pkcs8, created_at, retired_at FROM auth_signing_key \
+                "SELECT kid, alg, private_pkcs8, retired_at FROM auth_signing_key \
                  ORDER BY created_at DESC, kid",
                 &[],
             )
@@ -143,12 +142,8 @@ impl AuthDb {
                     kid: r.try_get(0).map_err(db_err)?,
                     alg: r.try_get(1).map_err(db_err)?,
                     pkcs8: r.try_get(2).map_err(db_err)?,
-                    created_at: r
-                        .try_get::<_, chrono::DateTime<chrono::Utc>>(3)
-                        .map_err(db_err)?
-                        .timestamp(),
                     retired_at: r
-                        .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(4)
+                        .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(3)
                         .map_err(db_err)?
                         .map(|t| t.timestamp()),
                 })

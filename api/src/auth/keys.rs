@@ -3,7 +3,7 @@
 //!
 //! Persistence: the `auth_signing_key` table (not the var dir), so every instance behind the
 //! balancer signs with and publishes the same keys, and keys survive restarts. Each instance
-//! reloads the table every [`KEY_RELOAD_SECS`]. The private keys are sealed with the
+//! reloads the table every [`super::MAINTENANCE_INTERVAL_SECS`]. The private keys are sealed with the
 //! key-encryption key when one is configured (see [`super::keywrap`]).
 
 use super::db::{AuthDb, DbError};
@@ -18,20 +18,17 @@ pub const ACCESS_TOKEN_TTL_SECS: i64 = 300;
 /// Lifetime of an ID token.
 pub const ID_TOKEN_TTL_SECS: i64 = 300;
 
-/// How often each instance re-reads the key table (picks up rotations done elsewhere).
-pub const KEY_RELOAD_SECS: i64 = 60;
-
 /// A retired key stays published this long after retirement: the longest token lifetime,
 /// plus one reload interval (another instance may still sign with it until it reloads),
 /// plus clock-skew leeway.
-pub const RETIRED_KEY_PUBLISHED_SECS: i64 = ID_TOKEN_TTL_SECS + KEY_RELOAD_SECS + 60;
+pub const RETIRED_KEY_PUBLISHED_SECS: i64 =
+    ID_TOKEN_TTL_SECS + super::MAINTENANCE_INTERVAL_SECS as i64 + 60;
 
 #[derive(Debug)]
 pub struct PlatformKey {
     pub kid: String,
     pub signer: Signer,
     pub public: VerifyKey,
-    pub created_at: i64,
     pub retired_at: Option<i64>,
 }
 
@@ -119,8 +116,17 @@ impl KeyRing {
     /// Re-reads the table.
     pub async fn reload(&self, db: &AuthDb) -> Result<(), KeyError> {
         let stored = db.signing_keys().await?;
+        let current = self.snapshot();
         let mut keys = Vec::with_capacity(stored.len());
         for s in stored {
+            // Unchanged since the last reload: keep it rather than open and parse it again.
+            if let Some(same) = current
+                .iter()
+                .find(|k| k.kid == s.kid && k.retired_at == s.retired_at)
+            {
+                keys.push(same.clone());
+                continue;
+            }
             let Some(alg) = Alg::parse(&s.alg) else {
                 tracing::error!(kid = %s.kid, "signing key with unknown alg skipped");
                 continue;
@@ -140,7 +146,6 @@ impl KeyRing {
                 kid: s.kid,
                 signer,
                 public,
-                created_at: s.created_at,
                 retired_at: s.retired_at,
             }));
         }

@@ -316,12 +316,7 @@ impl Auth {
             }
         };
         let keys = KeyRing::new(wrap);
-        let rsa = match (&settings.id_token_alg, &settings.rsa_signing_key) {
-            (jws::Alg::RS256, Some(path)) => {
-                Some(read_pkcs8_pem(path).map_err(AuthStartError::Config)?)
-            }
-            _ => None,
-        };
+        let rsa = operator_rsa_key(&settings).map_err(AuthStartError::Config)?;
         keys.init(&db, settings.id_token_alg, rsa.as_deref())
             .await?;
         let metrics = Arc::new(Metrics::default());
@@ -375,6 +370,16 @@ impl Auth {
     }
 
     /// Installs CRLs stored since the last reload (loaded by the CLI or another instance).
+    /// Rotates the token-signing key (operator endpoint and CLI): new tokens use a new key,
+    /// the old one stays published until its last token has expired. Returns the new kid.
+    pub async fn rotate_signing_key(&self) -> Result<String, Problem> {
+        let rsa = operator_rsa_key(&self.settings).map_err(Problem::unavailable)?;
+        self.keys
+            .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
+            .await
+            .map_err(|e| Problem::unavailable(e.to_string()))
+    }
+
     pub async fn reload_crls(&self) -> Result<(), db::DbError> {
         let seen = self.crl_seen.load(Ordering::Acquire);
         let mut max = seen;
@@ -1067,6 +1072,15 @@ pub fn parse_csv_line(line: &str) -> Option<Vec<String>> {
     }
     fields.push(cur);
     Some(fields)
+}
+
+/// The operator-supplied RSA key new RS256 signing keys are made from (ring cannot generate
+/// RSA keys); `None` for ES256.
+fn operator_rsa_key(settings: &AuthSettings) -> Result<Option<Vec<u8>>, String> {
+    match (settings.id_token_alg, &settings.rsa_signing_key) {
+        (jws::Alg::RS256, Some(path)) => read_pkcs8_pem(path).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Reads the DER of the first `PRIVATE KEY` block of a PEM file.

@@ -112,17 +112,7 @@ pub async fn rotate_signing_key(
     let c = ctx(&req);
     let result: Result<HttpResponse, Problem> = async {
         operator(&auth, &req, &c)?;
-        let rsa = match (auth.settings.id_token_alg, &auth.settings.rsa_signing_key) {
-            (crate::auth::jws::Alg::RS256, Some(p)) => {
-                Some(crate::auth::read_pkcs8_pem(p).map_err(Problem::unavailable)?)
-            }
-            _ => None,
-        };
-        let kid = auth
-            .keys
-            .rotate(&auth.db, auth.settings.id_token_alg, rsa.as_deref())
-            .await
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let kid = auth.rotate_signing_key().await?;
         Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
     }
     .await;
