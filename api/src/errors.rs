@@ -61,6 +61,33 @@ impl Problem {
         )
         .with_detail(detail)
     }
+
+    /// A request body over its endpoint's limit.
+    pub fn body_too_large() -> Problem {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            "Request body too large",
+        )
+    }
+
+    /// A request body that cannot be read as what the endpoint takes.
+    pub fn malformed_body() -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_BODY",
+            "Malformed request body",
+        )
+    }
+
+    /// A body of another media type than `expected`.
+    pub fn unsupported_media_type(expected: &str) -> Problem {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            &format!("Expected {expected}"),
+        )
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -94,22 +121,9 @@ pub fn json_error_handler(
 ) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let problem = match &err {
-        J::OverflowKnownLength { .. } | J::Overflow { .. } => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
-            "Request body too large",
-        ),
-        J::ContentType => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Expected application/json",
-        ),
-        _ => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_BODY",
-            "Malformed request body",
-        )
-        .with_detail(err.to_string()),
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => Problem::body_too_large(),
+        J::ContentType => Problem::unsupported_media_type("application/json"),
+        _ => Problem::malformed_body().with_detail(err.to_string()),
     };
     problem.into()
 }

@@ -5,7 +5,9 @@
 //! [`MemoryIdentity`] keeps the same rules in memory for unit tests of the HTTP layer.
 
 use async_trait::async_trait;
+#[cfg(test)]
 use std::collections::HashMap;
+#[cfg(test)]
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -124,12 +126,14 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
     ) -> Result<(), IdentityError>;
 }
 
-/// In-memory rules of the write model, for tests of the HTTP layer.
+/// In-memory rules of the write model, for the cache's unit tests.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemoryIdentity {
     inner: Mutex<Mem>,
 }
 
+#[cfg(test)]
 #[derive(Debug, Default)]
 struct Mem {
     rps: HashMap<String, RelyingParty>,
@@ -143,6 +147,7 @@ struct Mem {
     pub events: usize,
 }
 
+#[cfg(test)]
 impl MemoryIdentity {
     fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -160,6 +165,7 @@ impl MemoryIdentity {
     }
 }
 
+#[cfg(test)]
 impl Mem {
     fn subject_of(&self, cert: &CertRef) -> Option<Uuid> {
         let mut c = cert.clone();
@@ -174,6 +180,7 @@ impl Mem {
     }
 }
 
+#[cfg(test)]
 #[async_trait]
 impl Identity for MemoryIdentity {
     async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError> {

@@ -337,7 +337,6 @@ impl TrustAnchors {
         Ok(VerifiedCertificate {
             issuer: anchor.subject.clone(),
             serial: serial_hex(cert.raw_serial()),
-            fingerprint: hex::encode(Sha256::digest(der)),
             not_before: validity.not_before.timestamp(),
             not_after: validity.not_after.timestamp(),
             rsa_public_key: spki.subject_public_key.data.to_vec(),
@@ -458,8 +457,6 @@ pub struct VerifiedCertificate {
     pub issuer: String,
     /// [`serial_hex`] of the serial number.
     pub serial: String,
-    /// Hex SHA-256 of the DER: what the audit log records instead of the certificate.
-    pub fingerprint: String,
     pub not_before: i64,
     pub not_after: i64,
     pub anchor: Arc<TrustAnchor>,

@@ -976,11 +976,7 @@ impl Auth {
         actor: &Actor,
     ) -> Result<RenewalReport, Problem> {
         if csv.len() > MAX_RENEWAL_CSV_BYTES {
-            return Err(problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BODY_TOO_LARGE",
-                "Request body too large",
-            ));
+            return Err(Problem::body_too_large());
         }
         let mut report = RenewalReport {
             linked: 0,

@@ -26,16 +26,8 @@ where
                 return p.clone();
             }
             match e.as_error::<actix_web::error::PayloadError>() {
-                Some(actix_web::error::PayloadError::Overflow) => Problem::new(
-                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "BODY_TOO_LARGE",
-                    "Request body too large",
-                ),
-                _ => Problem::new(
-                    actix_web::http::StatusCode::BAD_REQUEST,
-                    "MALFORMED_BODY",
-                    "Malformed request body",
-                ),
+                Some(actix_web::error::PayloadError::Overflow) => Problem::body_too_large(),
+                _ => Problem::malformed_body(),
             }
         })
 }

@@ -3,7 +3,6 @@
 
 use crate::auth::{Auth, Ctx, TokenForm};
 use crate::errors::Problem;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
@@ -31,21 +30,9 @@ pub fn form_error_handler(
 ) -> actix_web::Error {
     use actix_web::error::UrlencodedError as U;
     let problem = match &err {
-        U::Overflow { .. } => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
-            "Request body too large",
-        ),
-        U::ContentType => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Expected application/x-www-form-urlencoded",
-        ),
-        _ => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_BODY",
-            "Malformed request body",
-        ),
+        U::Overflow { .. } => Problem::body_too_large(),
+        U::ContentType => Problem::unsupported_media_type("application/x-www-form-urlencoded"),
+        _ => Problem::malformed_body(),
     };
     problem.into()
 }

@@ -91,13 +91,8 @@ pub async fn import_renewals(
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req, &c)?;
         let body: web::Bytes = super::extract_body(&req, payload).await?;
-        let text = std::str::from_utf8(&body).map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_BODY",
-                "CSV must be UTF-8",
-            )
-        })?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| Problem::malformed_body().with_detail("CSV must be UTF-8"))?;
         Ok(HttpResponse::Ok().json(auth.import_renewals(text, &actor).await?))
     }
     .await;
