@@ -693,6 +693,78 @@ async fn every_refusal_is_a_problem_with_its_own_code_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn operator_and_assertion_refusals_each_have_their_code() {
+    let app = spawn(false).await;
+    let p = pki();
+    // A JWK that is no usable key.
+    let body = json!({ "id": "rp-bad-jwk", "kind": "private_business", "code": "x", "name": "x", "jwk": { "kty": "EC" } });
+    let got = app
+        .operator(
+            "/v1/operator/relying-parties",
+            body.to_string().into(),
+            "application/json",
+        )
+        .await;
+    assert_problem(&got, 400, "JWK_INVALID");
+    // Renewal lines: not three fields; an issuer that is no trust anchor.
+    let csv = "only,two\n\"CN=nobody\",01,02\n";
+    let got = app
+        .operator("/v1/operator/renewals", csv.into(), "text/csv")
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+    assert_eq!(got.2["linked"], 0);
+    assert_eq!(got.2["failed"][0]["code"], "RENEWAL_LINE_MALFORMED");
+    assert_eq!(got.2["failed"][1]["code"], "RENEWAL_ISSUER_UNKNOWN");
+    // A CRL from a CA that is not a trust anchor at all.
+    let got = app
+        .operator(
+            "/v1/operator/crls",
+            pki::crl(&p.rogue_other_name, &[], OffsetDateTime::now_utc(), 1).into(),
+            "application/pkix-crl",
+        )
+        .await;
+    assert_problem(&got, 400, "CRL_UNKNOWN_ISSUER");
+
+    // Client assertions: not valid before a future nbf; an empty jti.
+    let rp = app.register_rp("rp-assert").await;
+    let aud = format!("{ISSUER}/v1/oauth/token");
+    let signed = |claims: Value| es256(&rp.key, &json!({ "alg": "ES256" }), &claims);
+    let future = signed(
+        json!({ "iss": rp.id, "sub": rp.id, "aud": aud, "exp": now() + 600, "nbf": now() + 300, "jti": "n1" }),
+    );
+    assert_problem(
+        &app.token_for_assertion(&future).await,
+        401,
+        "ASSERTION_NOT_YET_VALID",
+    );
+    let no_jti =
+        signed(json!({ "iss": rp.id, "sub": rp.id, "aud": aud, "exp": now() + 60, "jti": "" }));
+    assert_problem(
+        &app.token_for_assertion(&no_jti).await,
+        401,
+        "ASSERTION_JTI",
+    );
+    assert_eq!(
+        app.log_head().await,
+        1,
+        "only the RP registration was written"
+    );
+
+    // A server with no operator configured refuses every operator call.
+    let mut closed = settings(false);
+    closed.auth.operators = Default::default();
+    let base = start(&app.db, &closed).await;
+    let resp = app
+        .http
+        .post(format!("{base}/v1/operator/signing-keys/rotate"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_problem(&json_of(resp).await, 403, "OPERATOR_DISABLED");
+}
+
+#[tokio::test]
 async fn refused_bodies_on_token_and_operator_endpoints_are_audited_attempts() {
     let app = spawn(false).await;
     let form = |ct: &'static str, body: &'static str| {

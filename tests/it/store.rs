@@ -528,6 +528,27 @@ async fn verify_reports_a_deleted_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_envelope_cannot_hold_is_reported_corrupt_at_its_position() {
+    let db = TestDb::create().await;
+    let store = seeded_log(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "SET session_replication_role = replica; \
+             UPDATE events SET stream_id = 'Not A Stream' WHERE global_position = 3",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    match store.read_all(1, 10).await {
+        Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 3),
+        other => panic!("expected Corrupt at 3: {other:?}"),
+    }
+    // Reads that do not touch the row still work.
+    let before = store.read_all(1, 2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(before.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_reports_two_rows_swapped() {
     let db = TestDb::create().await;
     let store = seeded_log(&db).await;
