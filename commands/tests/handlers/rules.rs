@@ -343,6 +343,14 @@ fn certificate_link_revoke_renew_rules() {
             subject: s,
         })
         .then_reject(E::CERTIFICATE_REVOKED);
+    given::<Certificate>(revoked.clone())
+        .by("jlis", Role::System)
+        .when(CC::LinkFromRenewal {
+            certificate: cert("1"),
+            subject: s,
+            previous: cert("0"),
+        })
+        .then_reject(E::CERTIFICATE_REVOKED);
     given::<Certificate>(revoked)
         .by("crl", Role::System)
         .when(CC::Revoke {
@@ -409,6 +417,18 @@ fn ppid_revocation_by_its_rp_or_citizen_only() {
         .by("c", Role::Citizen(subject(1)))
         .when(PC::Revoke)
         .then_reject(E::PPID_NOT_FOUND);
+}
+
+#[test]
+fn ppid_value_issued_only_once() {
+    given::<PpidAggregate>([issued()])
+        .by("login", Role::System)
+        .when(PC::Issue {
+            ppid: Ppid::from_uuid(Uuid::from_u128(9)),
+            subject: subject(2),
+            relying_party: rp("city"),
+        })
+        .then_reject(E::PPID_ALREADY_ISSUED);
 }
 
 #[test]
@@ -600,6 +620,10 @@ fn application_review_by_the_municipality_while_not_paused() {
         .by("city", city_role())
         .when(review(ReviewOutcome::Approved { points: 2 }, paused))
         .then_reject(E::PROGRAM_PAUSED);
+    given::<Application>([submitted()])
+        .by("city", city_role())
+        .when(review(ReviewOutcome::Approved { points: 2 }, None))
+        .then_reject(E::PROGRAM_NOT_FOUND);
 }
 
 #[test]
@@ -727,6 +751,14 @@ fn review_correction_only_by_patch_and_records_the_reversal_owed() {
         .in_patch(patch)
         .when(correct(5))
         .then_reject(E::NOT_REVIEWED);
+    given::<Application>([])
+        .in_patch(patch)
+        .when(correct(5))
+        .then_reject(E::APPLICATION_NOT_FOUND);
+    given::<Application>([submitted(), linked(), approved(5)])
+        .in_patch(patch)
+        .when(correct(0))
+        .then_reject(E::POINTS_MUST_BE_POSITIVE);
 }
 
 // ---------------------------------------------------------------- patch
@@ -825,6 +857,11 @@ fn patch_four_eyes_approval() {
         .by("city", Role::RelyingParty(rp("city")))
         .when(XC::Approve)
         .then_reject(E::NOT_AUTHORISED);
+    given::<Patch>([requested(), dry_run()])
+        .by("op-2", Role::Operator)
+        .at(t0() + Duration::hours(72))
+        .when(XC::Approve)
+        .then_reject(E::PATCH_EXPIRED);
 }
 
 #[test]
@@ -887,6 +924,13 @@ fn patch_reject_and_expire() {
     given::<Patch>([])
         .when(XC::Expire)
         .then_reject(E::PATCH_NOT_FOUND);
+    for role in [Role::RelyingParty(rp("city")), Role::Citizen(subject(1))] {
+        given::<Patch>([requested()])
+            .by("x", role)
+            .at(t0() + Duration::hours(72))
+            .when(XC::Expire)
+            .then_reject(E::NOT_AUTHORISED);
+    }
 }
 
 // ---------------------------------------------------------------- maintenance
@@ -1075,6 +1119,17 @@ fn subject_created() -> SE {
 }
 
 #[test]
+fn subject_created_only_once() {
+    given::<Subject>([subject_created()])
+        .by("login", Role::System)
+        .when(SC::Create {
+            subject: subject(1),
+            certificate: cert("2"),
+        })
+        .then_reject(E::INVALID_INPUT);
+}
+
+#[test]
 fn one_active_ppid_per_subject_and_relying_party() {
     let p1 = Ppid::from_uuid(Uuid::from_u128(1));
     let p2 = Ppid::from_uuid(Uuid::from_u128(2));
@@ -1151,6 +1206,21 @@ fn patch_dry_runner_cannot_approve_either_and_oversized_patches_are_refused() {
                 .map(|i| format!("ppid-{i}"))
                 .collect(),
             actions: actions.clone(),
+            ttl: Duration::hours(1),
+        })
+        .then_reject(E::INVALID_INPUT);
+    given::<Patch>([])
+        .when(XC::Request {
+            patch_id: Uuid::from_u128(1),
+            ticket_id: "INC-1".into(),
+            reason: "r".into(),
+            targets: vec!["ppid-x".into()],
+            actions: actions
+                .iter()
+                .cycle()
+                .take(mykey_domain::patch::MAX_PATCH_TARGETS + 1)
+                .cloned()
+                .collect(),
             ttl: Duration::hours(1),
         })
         .then_reject(E::INVALID_INPUT);
