@@ -22,4 +22,5 @@ pub use envelope::{
 pub mod json_check;
 pub mod stored;
 
+pub use stored::any::{decode_any, AnyEvent};
 pub use stored::{all_schema_files, Encoded, EventCodec, SchemaError, StoredEvent};

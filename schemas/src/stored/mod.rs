@@ -9,6 +9,7 @@
 //! Invariant: a stored type, once released, is never changed. A change is a new version plus
 //! an upcaster from the previous one.
 
+pub mod any;
 pub mod application;
 pub mod certificate;
 pub mod maintenance;
