@@ -38,7 +38,6 @@ use jws::{JwsError, Parsed, VerifyKey};
 use keys::{KeyRing, ACCESS_TOKEN_TTL_SECS, ID_TOKEN_TTL_SECS};
 use metrics::Metrics;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -70,7 +69,9 @@ pub struct Auth {
     pub settings: AuthSettings,
     pub anchors: TrustAnchors,
     pub crls: CrlSet,
-    crl_seen: AtomicI64,
+    /// Stored CRLs that no longer verify (e.g. their CA was removed from the anchors): not
+    /// fetched and parsed again at every reload.
+    crl_skipped: std::sync::Mutex<std::collections::HashSet<i64>>,
     pub challenges: ChallengeStore,
     pub keys: KeyRing,
     pub db: AuthDb,
@@ -175,12 +176,37 @@ enum Audience {
 }
 
 impl Audience {
-    fn contains(&self, want: &str) -> bool {
+    /// True when every audience is one of `allowed` (and there is at least one): an assertion
+    /// also addressed to another server could be replayed there, so arrays carrying other
+    /// audiences are refused, not searched.
+    fn only(&self, allowed: &[&str]) -> bool {
         match self {
-            Audience::One(a) => a == want,
-            Audience::Many(v) => v.iter().any(|a| a == want),
+            Audience::One(a) => allowed.contains(&a.as_str()),
+            Audience::Many(v) => !v.is_empty() && v.iter().all(|a| allowed.contains(&a.as_str())),
         }
     }
+}
+
+/// Time checks of a client assertion at `now`; returns until when its `jti` must be kept.
+/// Saturating arithmetic throughout: `exp`/`nbf` come from the client and may be anything an
+/// i64 holds.
+fn check_assertion_times(now: i64, exp: i64, nbf: Option<i64>) -> Result<i64, Problem> {
+    if now > exp.saturating_add(ASSERTION_LEEWAY_SECS) {
+        return Err(unauthorized("ASSERTION_EXPIRED", "exp has passed"));
+    }
+    if exp.saturating_sub(now) > MAX_ASSERTION_LIFETIME_SECS {
+        return Err(unauthorized(
+            "ASSERTION_LIFETIME",
+            format!("exp may be at most {MAX_ASSERTION_LIFETIME_SECS} s ahead"),
+        ));
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(ASSERTION_LEEWAY_SECS)) {
+        return Err(unauthorized(
+            "ASSERTION_NOT_YET_VALID",
+            "nbf is in the future",
+        ));
+    }
+    Ok(exp.saturating_add(ASSERTION_LEEWAY_SECS))
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,7 +351,7 @@ impl Auth {
             settings,
             anchors,
             crls: CrlSet::default(),
-            crl_seen: AtomicI64::new(0),
+            crl_skipped: std::sync::Mutex::default(),
             challenges: ChallengeStore::new(),
             keys,
             db,
@@ -338,7 +364,7 @@ impl Auth {
         auth.reload_crls().await?;
         tracing::info!(
             trust_anchors = auth.anchors.len(),
-            crls = auth.crl_seen.load(Ordering::Relaxed),
+            crls = auth.crls.len(),
             "citizen-card login ready"
         );
         Ok(auth)
@@ -380,28 +406,42 @@ impl Auth {
             .map_err(|e| Problem::unavailable(e.to_string()))
     }
 
+    /// Installs the newest stored CRL of each CA key when it is newer than the installed one
+    /// (loaded by the CLI or another instance). Compares thisUpdate per CA key, never a row-id
+    /// watermark, so a load that commits late is still picked up.
     pub async fn reload_crls(&self) -> Result<(), db::DbError> {
-        let seen = self.crl_seen.load(Ordering::Acquire);
-        let mut max = seen;
-        for stored in self.db.crls_after(seen).await? {
-            max = max.max(stored.id);
+        for stored in self.db.newest_crls().await? {
             let installed = self.crls.get(&stored.ca_key_id);
             if installed.is_some_and(|c| c.this_update >= stored.this_update) {
                 // Loaded here already (or superseded): no need to fetch and parse it again.
                 continue;
             }
-            let der = self.db.crl_der(stored.id).await?;
-            match crl::parse_crl(&der, &self.anchors) {
+            if self.skipped_crl(stored.id, false) {
+                continue;
+            }
+            let der = Arc::new(self.db.crl_der(stored.id).await?);
+            match crl::parse_crl_blocking(der, self.anchors.clone()).await {
                 Ok(c) => match self.crls.install(c) {
                     Ok(()) | Err(CrlError::NotNewer) => {}
                     Err(e) => tracing::warn!(id = stored.id, "stored CRL not installed: {e}"),
                 },
                 // E.g. its CA is no longer a configured anchor.
-                Err(e) => tracing::warn!(id = stored.id, "stored CRL skipped: {e}"),
+                Err(e) => {
+                    self.skipped_crl(stored.id, true);
+                    tracing::warn!(id = stored.id, "stored CRL skipped: {e}");
+                }
             }
         }
-        self.crl_seen.fetch_max(max, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Whether stored CRL `id` was found unusable before; with `mark`, records that it is.
+    fn skipped_crl(&self, id: i64, mark: bool) -> bool {
+        let mut skipped = self.crl_skipped.lock().unwrap_or_else(|e| e.into_inner());
+        if mark {
+            skipped.insert(id);
+        }
+        skipped.contains(&id)
     }
 
     /// Records one attempt in `auth_audit`; true once committed.
@@ -488,6 +528,12 @@ impl Auth {
             JwsError::Algorithm => {
                 unauthorized("ASSERTION_ALGORITHM", "alg must be ES256 or RS256")
             }
+            JwsError::Critical => problem(
+                StatusCode::BAD_REQUEST,
+                "ASSERTION_MALFORMED",
+                "Malformed client assertion",
+            )
+            .with_detail(JwsError::Critical.to_string()),
             _ => problem(
                 StatusCode::BAD_REQUEST,
                 "ASSERTION_MALFORMED",
@@ -521,30 +567,17 @@ impl Auth {
         })?;
         // Claims are checked only after the signature: nothing unsigned reaches the jti table.
         let now = self.settings.clock.now_secs();
-        if !claims.aud.contains(&self.settings.token_endpoint()) {
+        let endpoint = self.settings.token_endpoint();
+        if !claims.aud.only(&[&endpoint, &self.settings.issuer]) {
             return Err(unauthorized(
                 "ASSERTION_AUDIENCE",
-                format!("aud must be {}", self.settings.token_endpoint()),
+                format!(
+                    "aud must be exactly {endpoint} or {} (no other audiences)",
+                    self.settings.issuer
+                ),
             ));
         }
-        if now > claims.exp + ASSERTION_LEEWAY_SECS {
-            return Err(unauthorized("ASSERTION_EXPIRED", "exp has passed"));
-        }
-        if claims.exp - now > MAX_ASSERTION_LIFETIME_SECS {
-            return Err(unauthorized(
-                "ASSERTION_LIFETIME",
-                format!("exp may be at most {MAX_ASSERTION_LIFETIME_SECS} s ahead"),
-            ));
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now + ASSERTION_LEEWAY_SECS)
-        {
-            return Err(unauthorized(
-                "ASSERTION_NOT_YET_VALID",
-                "nbf is in the future",
-            ));
-        }
+        let keep_jti_until = check_assertion_times(now, claims.exp, claims.nbf)?;
         if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
             return Err(unauthorized(
                 "ASSERTION_JTI",
@@ -553,7 +586,7 @@ impl Auth {
         }
         let fresh = self
             .db
-            .claim_jti(&rp_id, &claims.jti, claims.exp + ASSERTION_LEEWAY_SECS)
+            .claim_jti(&rp_id, &claims.jti, keep_jti_until)
             .await
             .map_err(|e| Problem::unavailable(e.to_string()))?;
         if !fresh {
@@ -908,9 +941,11 @@ impl Auth {
     /// Verifies a CRL, marks the platform's known certificates on it revoked (one
     /// CertificateRevoked event each, only the first time), then stores and installs it.
     pub async fn load_crl(&self, der: &[u8], actor: &Actor) -> Result<CrlReport, Problem> {
-        let crl = crl::parse_crl(der, &self.anchors).map_err(|e| {
-            problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
-        })?;
+        let crl = crl::parse_crl_blocking(Arc::new(der.to_vec()), self.anchors.clone())
+            .await
+            .map_err(|e| {
+                problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
+            })?;
         if let Some(current) = self.crls.get(&crl.ca_key_id) {
             if current.this_update >= crl.this_update {
                 let e = CrlError::NotNewer;
@@ -1091,6 +1126,46 @@ pub fn read_pkcs8_pem(path: &std::path::Path) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assertion_time_arithmetic_never_overflows() {
+        let now = 1_700_000_000;
+        let code = |r: Result<i64, Problem>| r.map_err(|p| p.code);
+        assert_eq!(
+            code(check_assertion_times(now, now + 60, None)),
+            Ok(now + 90)
+        );
+        for (exp, want) in [
+            (i64::MAX, "ASSERTION_LIFETIME"),
+            (i64::MIN, "ASSERTION_EXPIRED"),
+            (-1, "ASSERTION_EXPIRED"),
+            (now + MAX_ASSERTION_LIFETIME_SECS + 1, "ASSERTION_LIFETIME"),
+        ] {
+            assert_eq!(
+                code(check_assertion_times(now, exp, None)),
+                Err(want.into())
+            );
+        }
+        assert_eq!(
+            code(check_assertion_times(now, now + 60, Some(i64::MAX))),
+            Err("ASSERTION_NOT_YET_VALID".into())
+        );
+        assert!(check_assertion_times(now, now + 60, Some(i64::MIN)).is_ok());
+        assert!(check_assertion_times(i64::MIN, i64::MIN, None).is_ok());
+    }
+
+    #[test]
+    fn audience_must_hold_only_our_names() {
+        let allowed = ["https://i/v1/oauth/token", "https://i"];
+        let one = |a: &str| Audience::One(a.into());
+        let many = |v: &[&str]| Audience::Many(v.iter().map(|s| (*s).to_owned()).collect());
+        assert!(one("https://i").only(&allowed));
+        assert!(one("https://i/v1/oauth/token").only(&allowed));
+        assert!(many(&["https://i"]).only(&allowed));
+        assert!(!one("https://i/").only(&allowed));
+        assert!(!many(&[]).only(&allowed));
+        assert!(!many(&["https://i", "https://other"]).only(&allowed));
+    }
 
     #[test]
     fn csv_lines_with_quoted_issuer() {
