@@ -337,10 +337,8 @@ async fn a_crl_whose_load_commits_late_still_reaches_every_instance() {
         pki::crl(&p.ca_a, &[9], t1, 2),
         pki::crl(&p.ca_b, &[10], t1, 2),
     );
-    let (ra, rb) = tokio::join!(
-        a.load_crl(&da, &operator_actor()),
-        b.load_crl(&db_, &operator_actor())
-    );
+    let who = operator_actor();
+    let (ra, rb) = tokio::join!(a.load_crl(&da, &who), b.load_crl(&db_, &who));
     let (ra, rb) = (
         ra.unwrap_or_else(|e| panic!("{e:?}")),
         rb.unwrap_or_else(|e| panic!("{e:?}")),
@@ -463,4 +461,130 @@ async fn one_card_logging_in_first_at_24_relying_parties_at_once_gets_24_ppids_o
         .unwrap_or_else(|e| panic!("{e}"));
     let held: HashSet<String> = state.active_ppids.values().map(|p| p.to_string()).collect();
     assert_eq!(held, ppids, "one subject holds all 24 PPIDs");
+}
+
+/// A login role in `mykey_runtime` for one test, dropped with it (roles are cluster-wide).
+struct RuntimeLogin(String);
+
+impl RuntimeLogin {
+    async fn create() -> RuntimeLogin {
+        let name = format!("mykey_rt_{}", uuid::Uuid::new_v4().simple());
+        let admin = mykey_tests::connect(&mykey_tests::admin_config()).await;
+        admin
+            .batch_execute(&format!("CREATE ROLE {name} LOGIN IN ROLE mykey_runtime"))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        RuntimeLogin(name)
+    }
+
+    fn config(&self, db: &TestDb) -> tokio_postgres::Config {
+        let mut c = db.config();
+        c.user(&self.0);
+        c
+    }
+}
+
+impl Drop for RuntimeLogin {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = mykey_tests::connect(&mykey_tests::admin_config()).await;
+                admin
+                    .batch_execute(&format!("DROP ROLE IF EXISTS {name}"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn the_runtime_role_can_read_and_append_but_never_change_or_unprotect_the_logs() {
+    let db = TestDb::create().await;
+    // The owner (here the test cluster's superuser) migrates; it creates mykey_runtime.
+    mykey_store::pg::migrations::migrate_database(&db.config())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let login = RuntimeLogin::create().await;
+
+    // The whole server runs as the runtime role: start-up, RP registration (events), tokens
+    // (replay guard, audit), a CRL load and a signing-key rotation.
+    let app = Application::build(&settings(false), login.config(&db))
+        .await
+        .unwrap_or_else(|e| panic!("server as the runtime role: {e}"));
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let app = App {
+        base,
+        http: reqwest::Client::new(),
+        db,
+    };
+    let rp = app.register_rp("rp-runtime").await;
+    app.access_token(&rp).await;
+    let crl = pki::crl(&pki().ca_a, &[], OffsetDateTime::now_utc(), 1);
+    let got = app
+        .operator("/v1/operator/crls", crl, "application/pkix-crl")
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.1);
+    let got = app
+        .operator(
+            "/v1/operator/signing-keys/rotate",
+            vec![],
+            "application/json",
+        )
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.1);
+
+    let rt = mykey_tests::connect(&login.config(&app.db)).await;
+    for table in ["events", "commands", "auth_audit", "auth_crl"] {
+        let n: i64 = rt
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .unwrap_or_else(|e| panic!("read {table}: {e}"));
+        assert!(n > 0, "{table} was appended to");
+    }
+    for sql in [
+        "ALTER TABLE events DISABLE TRIGGER events_refuse_update_delete",
+        "ALTER TABLE events DISABLE TRIGGER ALL",
+        "DROP TRIGGER events_refuse_truncate ON events",
+        "ALTER TABLE auth_audit DISABLE TRIGGER auth_audit_no_update",
+        "UPDATE events SET actor_id = 'forged'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE commands SET recorded_at = now()",
+        "DELETE FROM commands",
+        "UPDATE auth_audit SET outcome = 'OK'",
+        "DELETE FROM auth_audit",
+        "TRUNCATE auth_audit",
+        "DELETE FROM auth_crl",
+        "SET session_replication_role = replica",
+        "CREATE TABLE public.sneaky (x int)",
+    ] {
+        let err = rt
+            .batch_execute(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql}: allowed for the runtime role"));
+        let code = err.code().cloned();
+        assert_eq!(
+            code,
+            Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {err:?}"
+        );
+        let msg = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("permission denied") || msg.contains("must be owner"),
+            "{sql}: refused by privileges, not only by a trigger: {msg}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod crl;
 pub mod db;
+pub mod dn;
 pub mod identity;
 pub mod jpki;
 pub mod jws;
@@ -1002,9 +1003,11 @@ impl Auth {
         Ok(report)
     }
 
-    /// Imports renewal links from CSV lines `issuer,old serial,new serial` (an optional
-    /// header line starting with `issuer` is skipped; the issuer DN contains commas, so it
-    /// is quoted as in RFC 4180).
+    /// Imports renewal links from CSV lines `issuer,old serial,new serial` (RFC 4180 quoting;
+    /// an optional header line starting with `issuer` is skipped). The issuer is a name in
+    /// any form [`dn::Name::parse`] accepts (RFC 4514 as `openssl x509 -issuer -nameopt
+    /// RFC2253` prints it, OpenSSL's default one-line form, or the server's own), compared as
+    /// a name with each trust anchor's subject; serials are hex.
     pub async fn import_renewals(
         &self,
         csv: &str,
@@ -1017,6 +1020,11 @@ impl Auth {
             linked: 0,
             failed: Vec::new(),
         };
+        let anchor_names: Vec<(dn::Name, String)> = self
+            .anchors
+            .iter()
+            .filter_map(|a| Some((dn::Name::from_der(a.subject_der())?, a.subject.clone())))
+            .collect();
         for (i, line) in csv.lines().enumerate() {
             let line_no = i + 1;
             if line.trim().is_empty()
@@ -1046,15 +1054,25 @@ impl Auth {
                 });
                 continue;
             };
-            let issuer = fields[0].trim();
-            if !self.anchors.iter().any(|a| a.subject == issuer) {
-                report.failed.push(RenewalFailure {
-                    line: line_no,
-                    code: "RENEWAL_ISSUER_UNKNOWN".into(),
-                    detail: "issuer is not a configured trust anchor's name".into(),
-                });
-                continue;
-            }
+            let issuer = match dn::Name::parse(&fields[0]) {
+                Ok(name) => anchor_names
+                    .iter()
+                    .find(|(anchor, _)| name.names(anchor))
+                    .map(|(_, subject)| subject.as_str())
+                    .ok_or_else(|| "issuer is not a configured trust anchor's name".to_owned()),
+                Err(e) => Err(format!("issuer is not a distinguished name: {e}")),
+            };
+            let issuer = match issuer {
+                Ok(i) => i,
+                Err(detail) => {
+                    report.failed.push(RenewalFailure {
+                        line: line_no,
+                        code: "RENEWAL_ISSUER_UNKNOWN".into(),
+                        detail,
+                    });
+                    continue;
+                }
+            };
             match self.identity.link_renewal(issuer, &old, &new, actor).await {
                 Ok(()) => report.linked += 1,
                 Err(IdentityError::Rejected { code, detail }) => {
