@@ -93,6 +93,15 @@ fn token_endpoint() -> String {
     format!("{ISSUER}/v1/oauth/token")
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    json_of(resp).await.1
+}
+
 async fn json_of(resp: reqwest::Response) -> Got {
     let status = resp.status().as_u16();
     (status, resp.json::<Value>().await.unwrap_or(Value::Null))
@@ -117,7 +126,10 @@ impl App {
     }
 
     async fn register_rp(&self, id: &str) -> Rp {
-        let key = new_ec_key();
+        self.register_rp_with(id, new_ec_key()).await
+    }
+
+    async fn register_rp_with(&self, id: &str, key: EcdsaKeyPair) -> Rp {
         let p = key.public_key().as_ref();
         let jwk =
             json!({ "kty": "EC", "crv": "P-256", "x": b64u(&p[1..33]), "y": b64u(&p[33..65]) });
@@ -587,4 +599,148 @@ async fn the_runtime_role_can_read_and_append_but_never_change_or_unprotect_the_
             "{sql}: refused by privileges, not only by a trigger: {msg}"
         );
     }
+}
+
+#[tokio::test]
+async fn renewal_issuers_in_rfc4514_and_openssl_spellings_link_and_the_cli_fails_on_a_bad_line() {
+    let app = spawn(false).await;
+    let rp = app.register_rp("rp-renew-b").await;
+    let t = app.access_token(&rp).await;
+    let p = pki();
+    let cards: Vec<pki::Card> = (0..3).map(|_| CardSpec::valid(&p.ca_a).issue()).collect();
+    let renewed: Vec<pki::Card> = (0..3).map(|_| CardSpec::valid(&p.ca_b).issue()).collect();
+    for c in &cards {
+        assert_eq!(app.pin_login(&t, c).await.0, 200);
+    }
+    // As `openssl x509 -noout -issuer -nameopt RFC2253` and `openssl x509 -noout -issuer` print
+    // the test CAs' name, and a hand-typed variant (case, spaces).
+    let spellings = [
+        "OU=Japan Agency for Local Authority Information Systems,OU=JPKI for user authentication,O=JPKI,C=JP",
+        "issuer=C = JP, O = JPKI, OU = JPKI for user authentication, OU = Japan Agency for Local Authority Information Systems",
+        "ou=japan agency for local  authority information systems, ou=JPKI for user authentication, o=jpki, c=jp",
+    ];
+    let mut csv = String::from("issuer,old_serial,new_serial\n");
+    for ((issuer, old), new) in spellings.iter().zip(&cards).zip(&renewed) {
+        csv.push_str(&format!(
+            "\"{issuer}\",{},{}\n",
+            old.serial_hex(),
+            new.serial_hex()
+        ));
+    }
+    csv.push_str(&format!(
+        "\"O=JPKI,C=JP\",{},{}\n",
+        cards[0].serial_hex(),
+        renewed[0].serial_hex()
+    ));
+    let got = app
+        .operator("/v1/operator/renewals", csv.into_bytes(), "text/csv")
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.1);
+    assert_eq!(got.1["linked"], 3, "{:?}", got.1);
+    assert_eq!(got.1["failed"][0]["line"], 5, "{:?}", got.1);
+    assert_eq!(got.1["failed"][0]["code"], "RENEWAL_ISSUER_UNKNOWN");
+    for (old, new) in cards.iter().zip(&renewed) {
+        let (a, b) = (app.pin_login(&t, old).await, app.pin_login(&t, new).await);
+        assert_eq!(b.0, 200, "{:?}", b.1);
+        assert_eq!(a.1["ppid"], b.1["ppid"], "the renewed card keeps the PPID");
+    }
+
+    // The CLI reports the same lines and exits non-zero when any failed.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("renewals-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("links.csv");
+    std::fs::write(&file, format!("\"{}\",zz,01\n", spellings[0]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = ["import-renewals", "--file", &file.display().to_string()].map(str::to_owned);
+    let out = mykey_api::cli::run(&settings(false), app.db.config(), &args)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.as_ref()
+            .is_err_and(|e| e.contains("1 renewal line(s) failed")),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_interoperate_with_jsonwebtoken_in_both_directions() {
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+    let app = spawn(false).await;
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rp = app.register_rp_with("rp-jwt", key).await;
+
+    // A client assertion signed by jsonwebtoken is accepted by the server ...
+    let claims = json!({ "iss": rp.id, "sub": rp.id, "aud": token_endpoint(), "exp": now() + 60, "jti": "jwt-1" });
+    let assertion = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_der(pkcs8.as_ref()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let got = app.token_for(&assertion).await;
+    assert_eq!(got.0, 200, "{:?}", got.1);
+    let access = got.1["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // ... and the server's access and ID tokens verify with jsonwebtoken against the JWKS.
+    let jwks = get_json(&app.http, &app.url("/.well-known/jwks.json")).await;
+    let decoding_key = |token: &str| {
+        let kid = jsonwebtoken::decode_header(token)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .kid
+            .unwrap_or_default();
+        let jwk = jwks["keys"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["kid"] == kid.as_str()))
+            .unwrap_or_else(|| panic!("kid {kid} not in {jwks}"));
+        DecodingKey::from_ec_components(
+            jwk["x"].as_str().unwrap_or_default(),
+            jwk["y"].as_str().unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let validation = |aud: &str| {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&[aud]);
+        v.set_issuer(&[ISSUER]);
+        v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        v
+    };
+    let at = jsonwebtoken::decode::<Value>(&access, &decoding_key(&access), &validation(ISSUER))
+        .unwrap_or_else(|e| panic!("access token: {e}"));
+    assert_eq!(at.header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(at.claims["sub"], rp.id.as_str());
+
+    let card = CardSpec::valid(&pki().ca_a).issue();
+    let login = app.pin_login(&access, &card).await;
+    assert_eq!(login.0, 200, "{:?}", login.1);
+    let id_token = login.1["id_token"].as_str().unwrap_or_default().to_owned();
+    let it =
+        jsonwebtoken::decode::<Value>(&id_token, &decoding_key(&id_token), &validation(&rp.id))
+            .unwrap_or_else(|e| panic!("ID token: {e}"));
+    assert_eq!(it.claims["sub"], login.1["ppid"]);
+    assert_eq!(it.claims["acr"], "urn:mykey:acr:pin");
+    // The ID token is for the RP, not an access token for the platform.
+    assert!(jsonwebtoken::decode::<Value>(
+        &id_token,
+        &decoding_key(&id_token),
+        &validation(ISSUER)
+    )
+    .is_err());
+    let mut tampered = id_token.clone();
+    tampered.push('A');
+    assert!(jsonwebtoken::decode::<Value>(
+        &tampered,
+        &decoding_key(&id_token),
+        &validation(&rp.id)
+    )
+    .is_err());
 }
