@@ -14,6 +14,7 @@ pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod crl;
+mod crl_load;
 pub mod db;
 pub mod dn;
 pub mod identity;
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod keywrap;
 pub mod metrics;
 pub mod operators;
+mod renewals;
 #[cfg(test)]
 mod verifier_tests;
 
@@ -31,7 +33,7 @@ use actix_web::http::StatusCode;
 use base64::Engine;
 use challenge::{ChallengeError, ChallengeStore};
 use config::AuthSettings;
-use crl::{CrlError, CrlSet, RevocationError};
+use crl::{CrlSet, RevocationError};
 use db::{AuditRecord, AuditSink, AuthDb};
 use identity::{Actor, CertRef, Identity, IdentityError, RpStatus};
 use jpki::{CertError, TrustAnchors, VerifiedCertificate};
@@ -51,8 +53,6 @@ pub const ASSERTION_LEEWAY_SECS: i64 = 30;
 /// A client assertion may live at most this long (exp − now): bounds the replay table.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
 
-/// A CRL load logs its progress every this many entries (a national CRL takes a while).
-const CRL_PROGRESS_EVERY: usize = 100_000;
 /// Longest accepted `jti`.
 pub const MAX_JTI_LEN: usize = 256;
 /// A card's RSA-2048 signature is 256 bytes; RSA-8192 would be 1024.
@@ -396,7 +396,6 @@ impl Auth {
         });
     }
 
-    /// Installs CRLs stored since the last reload (loaded by the CLI or another instance).
     /// Rotates the token-signing key (operator endpoint and CLI): new tokens use a new key,
     /// the old one stays published until its last token has expired. Returns the new kid.
     pub async fn rotate_signing_key(&self) -> Result<String, Problem> {
@@ -405,44 +404,6 @@ impl Auth {
             .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
             .await
             .map_err(|e| Problem::unavailable(e.to_string()))
-    }
-
-    /// Installs the newest stored CRL of each CA key when it is newer than the installed one
-    /// (loaded by the CLI or another instance). Compares thisUpdate per CA key, never a row-id
-    /// watermark, so a load that commits late is still picked up.
-    pub async fn reload_crls(&self) -> Result<(), db::DbError> {
-        for stored in self.db.newest_crls().await? {
-            let installed = self.crls.get(&stored.ca_key_id);
-            if installed.is_some_and(|c| c.this_update >= stored.this_update) {
-                // Loaded here already (or superseded): no need to fetch and parse it again.
-                continue;
-            }
-            if self.skipped_crl(stored.id, false) {
-                continue;
-            }
-            let der = Arc::new(self.db.crl_der(stored.id).await?);
-            match crl::parse_crl_blocking(der, self.anchors.clone()).await {
-                Ok(c) => match self.crls.install(c) {
-                    Ok(()) | Err(CrlError::NotNewer) => {}
-                    Err(e) => tracing::warn!(id = stored.id, "stored CRL not installed: {e}"),
-                },
-                // E.g. its CA is no longer a configured anchor.
-                Err(e) => {
-                    self.skipped_crl(stored.id, true);
-                    tracing::warn!(id = stored.id, "stored CRL skipped: {e}");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether stored CRL `id` was found unusable before; with `mark`, records that it is.
-    fn skipped_crl(&self, id: i64, mark: bool) -> bool {
-        let mut skipped = self.crl_skipped.lock().unwrap_or_else(|e| e.into_inner());
-        if mark {
-            skipped.insert(id);
-        }
-        skipped.contains(&id)
     }
 
     /// Records one attempt in `auth_audit`; true once committed.
@@ -936,191 +897,6 @@ impl Auth {
             Err(_) => Metrics::inc(&self.metrics.login_refusals),
         }
     }
-
-    // ---- operator: CRLs, renewals, keys ----
-
-    /// Verifies a CRL, marks the platform's known certificates on it revoked (one
-    /// CertificateRevoked event each, only the first time), then stores and installs it.
-    pub async fn load_crl(&self, der: &[u8], actor: &Actor) -> Result<CrlReport, Problem> {
-        let crl = crl::parse_crl_blocking(Arc::new(der.to_vec()), self.anchors.clone())
-            .await
-            .map_err(|e| {
-                problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
-            })?;
-        if let Some(current) = self.crls.get(&crl.ca_key_id) {
-            if current.this_update >= crl.this_update {
-                let e = CrlError::NotNewer;
-                return Err(problem(StatusCode::CONFLICT, e.code(), "CRL refused")
-                    .with_detail(e.to_string()));
-            }
-        }
-        // Known certificates are marked before the CRL is stored: a load that fails half-way
-        // stores nothing, so repeating it (not refused as "not newer") finishes the marking.
-        let mut known = 0;
-        let serials: Vec<&String> = crl.revoked.iter().collect();
-        let started = std::time::Instant::now();
-        for (i, chunk) in serials.chunks(identity::CRL_CHECK_CHUNK).enumerate() {
-            let certs: Vec<CertRef> = chunk
-                .iter()
-                .map(|serial| CertRef {
-                    issuer: crl.issuer.clone(),
-                    serial: (*serial).clone(),
-                })
-                .collect();
-            known += self
-                .identity
-                .mark_certificates_revoked(&certs, actor)
-                .await
-                .map_err(identity_problem)?;
-            let checked = i * identity::CRL_CHECK_CHUNK + chunk.len();
-            if checked % CRL_PROGRESS_EVERY < chunk.len() || checked == serials.len() {
-                tracing::info!(
-                    ca = %crl.ca_key_id,
-                    checked,
-                    total = serials.len(),
-                    known_revoked = known,
-                    secs = started.elapsed().as_secs(),
-                    "CRL: checking entries against known certificates"
-                );
-            }
-        }
-        self.db
-            .insert_crl(&crl, der, &actor.actor_id)
-            .await
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
-        let report = CrlReport {
-            ca_key_id: crl.ca_key_id.clone(),
-            issuer: crl.issuer.clone(),
-            this_update: rfc3339(crl.this_update, false),
-            next_update: rfc3339(crl.next_update, false),
-            revoked_entries: crl.revoked.len(),
-            known_certificates_revoked: known,
-        };
-        match self.crls.install(crl) {
-            Ok(()) | Err(CrlError::NotNewer) => {}
-            Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused")),
-        }
-        Ok(report)
-    }
-
-    /// Imports renewal links from CSV lines `issuer,old serial,new serial` (RFC 4180 quoting;
-    /// an optional header line starting with `issuer` is skipped). The issuer is a name in
-    /// any form [`dn::Name::parse`] accepts (RFC 4514 as `openssl x509 -issuer -nameopt
-    /// RFC2253` prints it, OpenSSL's default one-line form, or the server's own), compared as
-    /// a name with each trust anchor's subject; serials are hex.
-    pub async fn import_renewals(
-        &self,
-        csv: &str,
-        actor: &Actor,
-    ) -> Result<RenewalReport, Problem> {
-        if csv.len() > MAX_RENEWAL_CSV_BYTES {
-            return Err(Problem::body_too_large());
-        }
-        let mut report = RenewalReport {
-            linked: 0,
-            failed: Vec::new(),
-        };
-        let anchor_names: Vec<(dn::Name, String)> = self
-            .anchors
-            .iter()
-            .filter_map(|a| Some((dn::Name::from_der(a.subject_der())?, a.subject.clone())))
-            .collect();
-        for (i, line) in csv.lines().enumerate() {
-            let line_no = i + 1;
-            if line.trim().is_empty()
-                || (i == 0 && line.trim_start().to_ascii_lowercase().starts_with("issuer"))
-            {
-                continue;
-            }
-            let fields = match parse_csv_line(line) {
-                Some(f) if f.len() == 3 => f,
-                _ => {
-                    report.failed.push(RenewalFailure {
-                        line: line_no,
-                        code: "RENEWAL_LINE_MALFORMED".into(),
-                        detail: "expected 3 fields: issuer,old serial,new serial".into(),
-                    });
-                    continue;
-                }
-            };
-            let (Some(old), Some(new)) = (
-                jpki::normalize_serial(&fields[1]),
-                jpki::normalize_serial(&fields[2]),
-            ) else {
-                report.failed.push(RenewalFailure {
-                    line: line_no,
-                    code: "RENEWAL_SERIAL_MALFORMED".into(),
-                    detail: "serials are hex".into(),
-                });
-                continue;
-            };
-            let issuer = match dn::Name::parse(&fields[0]) {
-                Ok(name) => anchor_names
-                    .iter()
-                    .find(|(anchor, _)| name.names(anchor))
-                    .map(|(_, subject)| subject.as_str())
-                    .ok_or_else(|| "issuer is not a configured trust anchor's name".to_owned()),
-                Err(e) => Err(format!("issuer is not a distinguished name: {e}")),
-            };
-            let issuer = match issuer {
-                Ok(i) => i,
-                Err(detail) => {
-                    report.failed.push(RenewalFailure {
-                        line: line_no,
-                        code: "RENEWAL_ISSUER_UNKNOWN".into(),
-                        detail,
-                    });
-                    continue;
-                }
-            };
-            match self.identity.link_renewal(issuer, &old, &new, actor).await {
-                Ok(()) => report.linked += 1,
-                Err(IdentityError::Rejected { code, detail }) => {
-                    report.failed.push(RenewalFailure {
-                        line: line_no,
-                        code,
-                        detail,
-                    })
-                }
-                Err(IdentityError::Unavailable(d)) => return Err(Problem::unavailable(d)),
-            }
-        }
-        Ok(report)
-    }
-}
-
-/// One CSV record (RFC 4180 quoting, no embedded newlines).
-pub fn parse_csv_line(line: &str) -> Option<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.trim_end_matches('\r').chars().peekable();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                cur.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => cur.push(c),
-            (false, '"') if cur.trim().is_empty() && !was_quoted => {
-                cur.clear();
-                quoted = true;
-                was_quoted = true;
-            }
-            (false, ',') => {
-                fields.push(std::mem::take(&mut cur));
-                was_quoted = false;
-            }
-            (false, c) => cur.push(c),
-        }
-    }
-    if quoted {
-        return None;
-    }
-    fields.push(cur);
-    Some(fields)
 }
 
 /// The operator-supplied RSA key new RS256 signing keys are made from (ring cannot generate
@@ -1183,13 +959,5 @@ mod tests {
         assert!(!one("https://i/").only(&allowed));
         assert!(!many(&[]).only(&allowed));
         assert!(!many(&["https://i", "https://other"]).only(&allowed));
-    }
-
-    #[test]
-    fn csv_lines_with_quoted_issuer() {
-        let f = parse_csv_line(r#""C=JP, O=JPKI",0a,0b"#).unwrap_or_default();
-        assert_eq!(f, vec!["C=JP, O=JPKI", "0a", "0b"]);
-        assert_eq!(parse_csv_line(r#""unterminated,1,2"#), None);
-        assert_eq!(parse_csv_line("a,b").unwrap_or_default().len(), 2);
     }
 }
