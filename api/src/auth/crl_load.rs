@@ -59,7 +59,11 @@ impl Auth {
         self.db
             .insert_crl(&crl, der, &actor.actor_id)
             .await
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
+            .map_err(|e| {
+                // The database's message stays in the log, never in an answer.
+                tracing::error!("storing a CRL failed: {e}");
+                Problem::unavailable("the CRL could not be stored; retry")
+            })?;
         let report = CrlReport {
             ca_key_id: crl.ca_key_id.clone(),
             issuer: crl.issuer.clone(),

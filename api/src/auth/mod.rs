@@ -403,7 +403,10 @@ impl Auth {
         self.keys
             .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
             .await
-            .map_err(|e| Problem::unavailable(e.to_string()))
+            .map_err(|e| {
+                tracing::error!("signing-key rotation failed: {e}");
+                Problem::unavailable("the signing key could not be rotated; retry")
+            })
     }
 
     /// Records one attempt in `auth_audit`; true once committed.
