@@ -1,72 +1,120 @@
-//! Operator subcommands of `mykey-server`, run against the same `DATABASE_URL` as the server:
+//! The `mykey-server` command line, parsed with `clap` before anything else happens: `--help`
+//! or a typo never starts a private PostgreSQL. With no subcommand the binary runs the server.
 //!
-//! ```text
-//! mykey-server register-rp --id ID --kind KIND --code CODE --name NAME --jwk FILE
-//! mykey-server rotate-rp-key --id ID --jwk FILE
-//! mykey-server suspend-rp --id ID        (also resume-rp, retire-rp)
-//! mykey-server load-crl --file CRL.der
-//! mykey-server import-renewals --file LINKS.csv
-//! mykey-server rotate-signing-key
-//! mykey-server new-operator-token --id ID
-//! mykey-server new-key-encryption-key --file PATH
-//! ```
+//! Operator subcommands run against the same database as the server (`DATABASE_URL`, or the
+//! private cluster under `MYKEY_VAR_DIR`) and call the same code as the operator endpoints; a
+//! running server picks up CRLs and signing keys within
+//! [`crate::auth::MAINTENANCE_INTERVAL_SECS`]. Logs go to stderr; stdout carries only the
+//! JSON result, so scripts can parse it.
 //!
-//! They call the same code as the operator endpoints; a running server picks up CRLs and
-//! signing keys within [`crate::auth::MAINTENANCE_INTERVAL_SECS`].
+//! New subcommands (rebuild, report, relay, projector, ...) are new [`Command`] variants; say
+//! in [`Command::needs_database`] whether they need the event-log database.
 
 use crate::auth::identity::{Actor, RpStatus};
 use crate::auth::jws::VerifyKey;
 use crate::auth::Auth;
 use crate::config::Settings;
-use std::collections::HashMap;
-use std::path::Path;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 
-pub const USAGE: &str = "usage: mykey-server [COMMAND]
-  (no command)                                         run the server
-  register-rp --id ID --kind KIND --code CODE --name NAME --jwk FILE
-  rotate-rp-key --id ID --jwk FILE
-  suspend-rp --id ID | resume-rp --id ID | retire-rp --id ID
-  load-crl --file CRL.der
-  import-renewals --file LINKS.csv                     lines: issuer,old serial,new serial
-  rotate-signing-key
-  new-operator-token --id ID                          a token for ID and its MYKEY_OPERATOR_TOKENS_FILE line
-  new-key-encryption-key --file PATH                  a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600)";
+/// `mykey-server [COMMAND]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mykey-server",
+    version,
+    about = "MyKey Platform server; with a COMMAND, one operator task against its database"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
-/// Commands this module handles.
-pub const COMMANDS: &[&str] = &[
-    "register-rp",
-    "rotate-rp-key",
-    "suspend-rp",
-    "resume-rp",
-    "retire-rp",
-    "load-crl",
-    "import-renewals",
-    "rotate-signing-key",
-];
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Register a relying party (kinds: municipality, payment_service_provider, library_system,
+    /// private_business).
+    RegisterRp {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        /// File holding the RP's public JWK (EC P-256 or RSA >= 2048 bits, no private members).
+        #[arg(long)]
+        jwk: PathBuf,
+    },
+    /// Replace a relying party's public key.
+    RotateRpKey {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        jwk: PathBuf,
+    },
+    /// Suspend a relying party (its tokens stop working).
+    SuspendRp {
+        #[arg(long)]
+        id: String,
+    },
+    /// Resume a suspended relying party.
+    ResumeRp {
+        #[arg(long)]
+        id: String,
+    },
+    /// Retire a relying party for good.
+    RetireRp {
+        #[arg(long)]
+        id: String,
+    },
+    /// Load a CA's complete CRL (DER); needs MYKEY_TRUST_ANCHORS.
+    LoadCrl {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Import renewal links (CSV: issuer,old serial,new serial); exits non-zero when a line failed.
+    ImportRenewals {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Rotate the token-signing key.
+    RotateSigningKey,
+    /// Make an operator token: prints it and its MYKEY_OPERATOR_TOKENS_FILE line.
+    NewOperatorToken {
+        #[arg(long)]
+        id: String,
+    },
+    /// Make a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600).
+    NewKeyEncryptionKey {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+impl Command {
+    /// False for commands that only make credentials: they run before (and without) any
+    /// database, private or not.
+    pub fn needs_database(&self) -> bool {
+        !matches!(
+            self,
+            Command::NewOperatorToken { .. } | Command::NewKeyEncryptionKey { .. }
+        )
+    }
+}
 
 type BoxError = Box<dyn std::error::Error>;
 
-fn flags(args: &[String]) -> Result<HashMap<String, String>, BoxError> {
-    let mut out = HashMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let name = a
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {a:?}\n{USAGE}"))?;
-        let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-        out.insert(name.to_owned(), value.clone());
-    }
-    Ok(out)
+fn parse(args: &[String]) -> Result<Command, BoxError> {
+    let cli = Cli::try_parse_from(
+        std::iter::once("mykey-server".to_owned()).chain(args.iter().cloned()),
+    )?;
+    cli.command.ok_or_else(|| "a command is required".into())
 }
 
-fn need<'a>(f: &'a HashMap<String, String>, name: &str) -> Result<&'a str, BoxError> {
-    f.get(name)
-        .map(String::as_str)
-        .ok_or_else(|| format!("--{name} is required\n{USAGE}").into())
-}
-
-fn read_jwk(path: &str) -> Result<serde_json::Value, BoxError> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+fn read_jwk(path: &Path) -> Result<serde_json::Value, BoxError> {
+    let path = path.display();
+    let text = std::fs::read_to_string(path.to_string()).map_err(|e| format!("{path}: {e}"))?;
     let jwk: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
     VerifyKey::from_jwk(&jwk).map_err(|e| format!("{path}: {e}"))?;
     Ok(jwk)
@@ -86,91 +134,114 @@ fn actor() -> Actor {
 }
 
 /// Runs `args` if it is a command that needs no database (making credentials); `None` when it
-/// is not one. The server binary tries these before it starts or connects to PostgreSQL.
+/// is not one (or does not parse).
 pub fn run_offline(args: &[String]) -> Option<Result<(), BoxError>> {
-    let (cmd, rest) = args.split_first()?;
-    let out = match cmd.as_str() {
-        "new-operator-token" => (|| {
-            let f = flags(rest)?;
-            let (token, line) = crate::auth::operators::OperatorTokens::new_token(need(&f, "id")?)?;
-            // The token goes to the operator, the line to the tokens file.
-            Ok(serde_json::json!({ "token": token, "tokens_file_line": line }))
-        })(),
-        "new-key-encryption-key" => (|| {
-            let f = flags(rest)?;
-            let path = need(&f, "file")?;
-            crate::auth::keywrap::KeyWrap::create_file(Path::new(path))?;
-            Ok(serde_json::json!({ "key_encryption_key_file": path }))
-        })(),
-        _ => return None,
-    };
-    Some(out.map(|v: serde_json::Value| println!("{v}")))
+    match parse(args) {
+        Ok(cmd) if !cmd.needs_database() => Some(run_offline_command(&cmd)),
+        _ => None,
+    }
 }
 
-/// Runs one subcommand (`args[0]` is the command). Prints a JSON result on success.
+/// Runs a command that [`Command::needs_database`] says needs none. Prints a JSON result.
+pub fn run_offline_command(cmd: &Command) -> Result<(), BoxError> {
+    let out = match cmd {
+        Command::NewOperatorToken { id } => {
+            let (token, line) = crate::auth::operators::OperatorTokens::new_token(id)?;
+            // The token goes to the operator, the line to the tokens file.
+            serde_json::json!({ "token": token, "tokens_file_line": line })
+        }
+        Command::NewKeyEncryptionKey { file } => {
+            crate::auth::keywrap::KeyWrap::create_file(file)?;
+            serde_json::json!({ "key_encryption_key_file": file.display().to_string() })
+        }
+        other => return Err(format!("{other:?} needs the database").into()),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// Parses `args` (`args[0]` is the command) and runs it against `pg`.
 pub async fn run(
     settings: &Settings,
     pg: tokio_postgres::Config,
     args: &[String],
 ) -> Result<(), BoxError> {
-    let (cmd, rest) = args.split_first().ok_or(USAGE)?;
-    let f = flags(rest)?;
+    run_command(settings, pg, &parse(args)?).await
+}
+
+/// Runs one command that needs the database. Prints a JSON result on stdout on success.
+pub async fn run_command(
+    settings: &Settings,
+    pg: tokio_postgres::Config,
+    cmd: &Command,
+) -> Result<(), BoxError> {
+    if !cmd.needs_database() {
+        return run_offline_command(cmd);
+    }
     let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
     let identity = crate::auth::identity::default_identity(&store);
     let auth = Auth::build(settings.auth.clone(), pg, identity).await?;
     let who = actor();
-    let out = match cmd.as_str() {
-        "register-rp" => {
-            let jwk = read_jwk(need(&f, "jwk")?)?;
-            let id = need(&f, "id")?;
+    let mut failed = None;
+    let out = match cmd {
+        Command::RegisterRp {
+            id,
+            kind,
+            code,
+            name,
+            jwk,
+        } => {
+            let jwk = read_jwk(jwk)?;
             auth.identity
-                .register_relying_party(
-                    id,
-                    need(&f, "kind")?,
-                    need(&f, "code")?,
-                    need(&f, "name")?,
-                    jwk,
-                    &who,
-                )
+                .register_relying_party(id, kind, code, name, jwk, &who)
                 .await?;
             serde_json::json!({ "registered": id })
         }
-        "rotate-rp-key" => {
-            let jwk = read_jwk(need(&f, "jwk")?)?;
-            let id = need(&f, "id")?;
+        Command::RotateRpKey { id, jwk } => {
+            let jwk = read_jwk(jwk)?;
             auth.identity
                 .rotate_relying_party_key(id, jwk, &who)
                 .await?;
             serde_json::json!({ "rotated": id })
         }
-        "suspend-rp" | "resume-rp" | "retire-rp" => {
-            let status = match cmd.as_str() {
-                "suspend-rp" => RpStatus::Suspended,
-                "resume-rp" => RpStatus::Active,
+        Command::SuspendRp { id } | Command::ResumeRp { id } | Command::RetireRp { id } => {
+            let status = match cmd {
+                Command::SuspendRp { .. } => RpStatus::Suspended,
+                Command::ResumeRp { .. } => RpStatus::Active,
                 _ => RpStatus::Retired,
             };
-            let id = need(&f, "id")?;
             auth.identity
                 .set_relying_party_status(id, status, &who)
                 .await?;
             serde_json::json!({ "relying_party": id, "status": format!("{status:?}") })
         }
-        "load-crl" => {
-            let path = need(&f, "file")?;
-            let der = std::fs::read(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
+        Command::LoadCrl { file } => {
+            let der = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
             serde_json::to_value(auth.load_crl(&der, &who).await.map_err(problem)?)?
         }
-        "import-renewals" => {
-            let path = need(&f, "file")?;
-            let csv = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-            serde_json::to_value(auth.import_renewals(&csv, &who).await.map_err(problem)?)?
+        Command::ImportRenewals { file } => {
+            let csv =
+                std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let report = auth.import_renewals(&csv, &who).await.map_err(problem)?;
+            if !report.failed.is_empty() {
+                failed = Some(format!(
+                    "{} renewal line(s) failed (see \"failed\" in the result)",
+                    report.failed.len()
+                ));
+            }
+            serde_json::to_value(report)?
         }
-        "rotate-signing-key" => {
+        Command::RotateSigningKey => {
             let kid = auth.rotate_signing_key().await.map_err(problem)?;
             serde_json::json!({ "kid": kid })
         }
-        other => return Err(format!("unknown command {other:?}\n{USAGE}").into()),
+        Command::NewOperatorToken { .. } | Command::NewKeyEncryptionKey { .. } => {
+            return run_offline_command(cmd)
+        }
     };
     println!("{out}");
-    Ok(())
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

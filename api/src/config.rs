@@ -10,8 +10,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Settings {
     /// `MYKEY_LISTEN`, default 127.0.0.1:8080.
     pub listen: SocketAddr,
-    /// `DATABASE_URL`; when absent a private cluster under `var_dir` is used.
+    /// `DATABASE_URL`, the server's runtime connection (a login role in the group role
+    /// `mykey_runtime`); when absent a private cluster under `var_dir` is used.
     pub database_url: Option<String>,
+    /// `MYKEY_OWNER_DATABASE_URL`, the role that owns the tables and runs the migrations.
+    /// Used only at start-up; the server never serves requests over it.
+    pub owner_database_url: Option<String>,
     /// `MYKEY_VAR_DIR`, default `./var`.
     pub var_dir: PathBuf,
     /// Citizen-card login (`MYKEY_TRUST_ANCHORS`, `MYKEY_ISSUER`, ...).
@@ -23,6 +27,10 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field(
+                "owner_database_url",
+                &self.owner_database_url.as_ref().map(|_| "<set>"),
+            )
             .field("var_dir", &self.var_dir)
             .field("auth", &self.auth)
             .finish()
@@ -54,20 +62,26 @@ impl Settings {
                     value: listen_raw.clone(),
                     reason: e.to_string(),
                 })?;
-        let database_url = get("DATABASE_URL").filter(|s| !s.trim().is_empty());
-        if let Some(url) = &database_url {
-            url.parse::<tokio_postgres::Config>()
-                .map_err(|e| ConfigError::Invalid {
-                    name: "DATABASE_URL",
-                    value: "<redacted>".to_owned(),
-                    reason: e.to_string(),
-                })?;
-        }
+        let url = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            let value = get(name).filter(|s| !s.trim().is_empty());
+            if let Some(url) = &value {
+                url.parse::<tokio_postgres::Config>()
+                    .map_err(|e| ConfigError::Invalid {
+                        name,
+                        value: "<redacted>".to_owned(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            Ok(value)
+        };
+        let database_url = url("DATABASE_URL")?;
+        let owner_database_url = url("MYKEY_OWNER_DATABASE_URL")?;
         let var_dir = PathBuf::from(get("MYKEY_VAR_DIR").unwrap_or_else(|| "./var".to_owned()));
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
         Ok(Settings {
             listen,
             database_url,
+            owner_database_url,
             var_dir,
             auth,
         })
@@ -110,5 +124,21 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{s:?}").contains("secret"));
+        let s = Settings::from_lookup(|k| {
+            (k == "MYKEY_OWNER_DATABASE_URL").then(|| "postgres://o:hidden@h/db".to_owned())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.owner_database_url.is_some());
+        assert!(!format!("{s:?}").contains("hidden"));
+        let bad = Settings::from_lookup(|k| {
+            (k == "MYKEY_OWNER_DATABASE_URL").then(|| "postgres://a:b@h:x/y".to_owned())
+        });
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "MYKEY_OWNER_DATABASE_URL",
+                ..
+            })
+        ));
     }
 }

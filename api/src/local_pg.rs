@@ -11,8 +11,13 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The database and role the server uses inside the private cluster.
+/// The database inside the private cluster, and its owner role (the cluster's bootstrap
+/// superuser, named by `initdb -U`): it runs the migrations and nothing else.
 pub const LOCAL_DB: &str = "mykey";
+
+/// The login role the server serves requests as: a member of the group role `mykey_runtime`
+/// (store migration 0003), which may only read and append to the append-only tables.
+pub const LOCAL_RUNTIME_ROLE: &str = "mykey_app";
 
 /// Unix socket port number (part of the socket file name only; nothing listens on TCP).
 const LOCAL_PORT: u16 = 5432;
@@ -110,7 +115,14 @@ impl LocalPostgres {
         &self.data_dir
     }
 
-    /// Connection settings for the server.
+    /// Connection settings for the runtime role ([`LOCAL_RUNTIME_ROLE`]).
+    pub fn runtime_config(&self) -> tokio_postgres::Config {
+        let mut c = self.config();
+        c.user(LOCAL_RUNTIME_ROLE);
+        c
+    }
+
+    /// Connection settings for the owner role (migrations).
     pub fn config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host_path(&self.data_dir)
@@ -171,8 +183,9 @@ impl LocalPostgres {
             .is_ok_and(|s| s.success())
     }
 
-    /// Creates the server's database on first start (over the Unix socket, as the cluster's
-    /// superuser role, which `initdb -U` named like the database).
+    /// Creates the server's database on first start, and the runtime login role and its group
+    /// role whenever missing (over the Unix socket, as the cluster's superuser role, which
+    /// `initdb -U` named like the database).
     pub async fn ensure_database(&self) -> Result<(), LocalPgError> {
         let mut admin = self.config();
         admin.dbname("postgres");
@@ -202,6 +215,24 @@ impl LocalPostgres {
                     detail: e.to_string(),
                 })?;
         }
+        // Migration 0003 creates the group role too; creating it here as well lets the login
+        // role exist before the first migration. One process owns this cluster, so no race.
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mykey_runtime') THEN
+                        CREATE ROLE mykey_runtime NOLOGIN;
+                    END IF;
+                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{LOCAL_RUNTIME_ROLE}') THEN
+                        CREATE ROLE {LOCAL_RUNTIME_ROLE} LOGIN IN ROLE mykey_runtime;
+                    END IF;
+                END $$"
+            ))
+            .await
+            .map_err(|e| LocalPgError::Step {
+                step: "create the runtime role",
+                detail: e.to_string(),
+            })?;
         drop(client);
         let _ = conn.await;
         Ok(())

@@ -71,6 +71,74 @@ async fn server_binary_runs_on_a_private_postgres_and_stops_cleanly_on_sigterm()
     );
 }
 
+/// Arguments are parsed before anything starts: `--help` and typos touch no database (no
+/// private cluster appears under the var dir); a command's stdout is its JSON result only, its
+/// logs go to stderr, including a command that starts the private cluster, runs the migrations
+/// as the owner and then works as the runtime role.
+#[test]
+fn help_and_typos_start_nothing_and_stdout_is_only_the_json_result() {
+    let bin = server_binary();
+    let var_dir = tempdir();
+    let _cleanup = StopLeftoverCluster(var_dir.clone());
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("MYKEY_OWNER_DATABASE_URL")
+            .env("MYKEY_VAR_DIR", &var_dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+    };
+    let help = run(&["--help"]);
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8_lossy(&help.stdout);
+    for cmd in [
+        "register-rp",
+        "load-crl",
+        "import-renewals",
+        "rotate-signing-key",
+    ] {
+        assert!(text.contains(cmd), "--help lists {cmd}: {text}");
+    }
+    for typo in [
+        &["regster-rp", "--id", "x"][..],
+        &["load-crl"][..],
+        &["register-rp", "--id", "x", "--kind", "municipality"][..],
+        &["--no-such-flag"][..],
+    ] {
+        let out = run(typo);
+        assert_eq!(out.status.code(), Some(2), "{typo:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{typo:?}: nothing on stdout");
+        assert!(!out.stderr.is_empty(), "{typo:?}: says why on stderr");
+    }
+    assert!(
+        !var_dir.join("postgres").exists(),
+        "no private cluster was created for --help or a typo"
+    );
+
+    let token = run(&["new-operator-token", "--id", "alice"]);
+    assert!(token.status.success(), "{token:?}");
+    let json: serde_json::Value = serde_json::from_slice(&token.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON value: {e}: {token:?}"));
+    assert!(json["token"].is_string());
+    assert!(
+        !var_dir.join("postgres").exists(),
+        "offline commands need no database"
+    );
+
+    let rotated = run(&["rotate-signing-key"]);
+    assert!(rotated.status.success(), "{rotated:?}");
+    let json: serde_json::Value = serde_json::from_slice(&rotated.stdout)
+        .unwrap_or_else(|e| panic!("stdout is one JSON value: {e}: {rotated:?}"));
+    assert!(json["kid"].is_string(), "{json}");
+    assert!(
+        String::from_utf8_lossy(&rotated.stderr).contains("private PostgreSQL"),
+        "logs went to stderr: {rotated:?}"
+    );
+}
+
 /// Cargo builds the package's own binaries for its integration tests.
 fn server_binary() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_mykey-server"))

@@ -2,6 +2,7 @@
 
 mod auth;
 mod commands;
+mod login_b;
 mod pki;
 mod server;
 mod store;

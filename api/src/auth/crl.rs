@@ -2,9 +2,14 @@
 //!
 //! A CRL is accepted only when its issuer name matches a trust anchor and its signature
 //! verifies under that anchor's key (the two JPKI CA generations share a name, so the key
-//! decides). Delta CRLs and partitioned CRLs (issuingDistributionPoint limiting scope) are
-//! refused: we treat each CRL as the complete list of its CA. A newer CRL replaces an older
-//! one; an older one never replaces a newer (no rollback).
+//! decides). Delta CRLs and partitioned CRLs are refused (`CRL_UNSUPPORTED`): we treat each
+//! CRL as the complete list of its CA key, so a newer CRL replaces an older one and an older
+//! one never replaces a newer (no rollback). A CRL is partitioned when its
+//! IssuingDistributionPoint names a `distributionPoint` (it then covers only the certificates
+//! that point to it: installing partition P2 over P1 would drop P1's entries), or limits it
+//! to CA certificates, some reasons, attribute certificates or another issuer (indirect).
+//! `onlyContainsUserCerts` alone is accepted: for a CA that issues only user certificates
+//! that is the complete list.
 //!
 //! Fail closed: a login whose CA has no CRL (when one is required) or whose CRL is past its
 //! nextUpdate by more than the configured grace is refused, and
@@ -121,6 +126,12 @@ pub fn parse_crl(der: &[u8], anchors: &TrustAnchors) -> Result<LoadedCrl, CrlErr
                 return Err(CrlError::Malformed(error.to_string()));
             }
             ParsedExtension::IssuingDistributionPoint(idp) => {
+                if idp.distribution_point.is_some() {
+                    return Err(CrlError::Unsupported(
+                        "partitioned CRL (issuingDistributionPoint names a distribution point)"
+                            .into(),
+                    ));
+                }
                 if idp.only_contains_ca_certs
                     || idp.only_some_reasons.is_some()
                     || idp.indirect_crl
@@ -155,6 +166,17 @@ pub fn parse_crl(der: &[u8], anchors: &TrustAnchors) -> Result<LoadedCrl, CrlErr
     })
 }
 
+/// [`parse_crl`] on a blocking thread: a national CRL takes seconds to parse and verify,
+/// which must not stall an async worker serving logins.
+pub async fn parse_crl_blocking(
+    der: Arc<Vec<u8>>,
+    anchors: TrustAnchors,
+) -> Result<LoadedCrl, CrlError> {
+    tokio::task::spawn_blocking(move || parse_crl(&der, &anchors))
+        .await
+        .map_err(|e| CrlError::Malformed(format!("CRL parser task failed: {e}")))?
+}
+
 /// The current CRL of every CA key, shared by all requests.
 #[derive(Debug, Clone, Default)]
 pub struct CrlSet {
@@ -177,6 +199,15 @@ impl CrlSet {
             }
         }
         Ok(())
+    }
+
+    /// How many CA keys have a CRL installed.
+    pub fn len(&self) -> usize {
+        self.by_ca.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ca.is_empty()
     }
 
     pub fn get(&self, ca_key_id: &str) -> Option<Arc<LoadedCrl>> {

@@ -205,16 +205,17 @@ impl AuthDb {
         row.try_get(0).map_err(db_err)
     }
 
-    /// The newest CRL of each CA key loaded after row `after_id`.
-    /// The newest CRL per CA key among rows after `after_id`, without the DER: most are
-    /// already installed (loaded by this instance), so only newer ones need [`Self::crl_der`].
-    pub async fn crls_after(&self, after_id: i64) -> Result<Vec<StoredCrl>, DbError> {
+    /// The newest stored CRL of each CA key, without the DER: most are already installed, so
+    /// only newer ones need [`Self::crl_der`]. Reads every CA key's head (a handful of rows
+    /// through `auth_crl_ca`), never "rows after id N": a bigserial is allocated before its
+    /// transaction commits, so a row with a smaller id can become visible after a larger one.
+    pub async fn newest_crls(&self) -> Result<Vec<StoredCrl>, DbError> {
         let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT DISTINCT ON (ca_key_id) id, ca_key_id, this_update FROM auth_crl \
-                 WHERE id > $1 ORDER BY ca_key_id, this_update DESC, id DESC",
-                &[&after_id],
+                 ORDER BY ca_key_id, this_update DESC, id DESC",
+                &[],
             )
             .await
             .map_err(db_err)?;

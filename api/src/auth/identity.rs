@@ -365,10 +365,60 @@ impl<S: mykey_store::EventStore> CommandsIdentity<S> {
     }
 }
 
+/// A refusal keeps the domain's message; anything else is logged in full and answered with a
+/// generic text: the error's `Display` names streams (`subject-<uuid>` is an identifier shared
+/// across relying parties, which pairwise PPIDs exist to hide) or carries database messages.
 fn cmd_err(e: mykey_commands::CommandError) -> IdentityError {
     match e.domain() {
         Some(d) => IdentityError::rejected(d.code(), d.message.clone()),
-        None => IdentityError::Unavailable(format!("{}: {e}", e.code())),
+        None => {
+            tracing::warn!(code = e.code(), "write model unavailable: {e}");
+            IdentityError::Unavailable(generic_unavailable(&e))
+        }
+    }
+}
+
+fn generic_unavailable(e: &mykey_commands::CommandError) -> String {
+    match e {
+        mykey_commands::CommandError::Contention { .. } => {
+            "CONTENTION: too many concurrent changes to the same records; retry".to_owned()
+        }
+        other => format!("{}: the write model is unavailable; retry", other.code()),
+    }
+}
+
+/// How long a PIN login keeps retrying a version conflict before answering 503. The first
+/// logins of one card at many relying parties all append to that citizen's subject stream;
+/// each round one wins, so the others back off (exponentially, with jitter so they do not
+/// collide again in lockstep) and re-decide. Well inside a login request's time budget.
+pub const LOGIN_CONTENTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
+/// First back-off after a lost round; doubles up to [`LOGIN_BACKOFF_MAX`].
+pub const LOGIN_BACKOFF_START: std::time::Duration = std::time::Duration::from_millis(2);
+pub const LOGIN_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Retries `attempt` on [`mykey_commands::CommandError::Contention`] with jittered exponential
+/// back-off until [`LOGIN_CONTENTION_BUDGET`] is spent.
+async fn retry_contention<T, F, Fut>(mut attempt: F) -> Result<T, mykey_commands::CommandError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, mykey_commands::CommandError>>,
+{
+    use rand::Rng;
+    let started = std::time::Instant::now();
+    let mut backoff = LOGIN_BACKOFF_START;
+    loop {
+        match attempt().await {
+            Err(mykey_commands::CommandError::Contention { .. })
+                if started.elapsed() + backoff < LOGIN_CONTENTION_BUDGET =>
+            {
+                // Full jitter: anywhere in [backoff/2, backoff].
+                let half = backoff / 2;
+                let wait = half + rand::thread_rng().gen_range(std::time::Duration::ZERO..=half);
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(LOGIN_BACKOFF_MAX);
+            }
+            r => return r,
+        }
     }
 }
 
@@ -440,9 +490,8 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
     ) -> Result<String, IdentityError> {
         let rp = rp_id(rp)?;
         let m = meta(actor, mykey_domain::Role::RelyingParty(rp.clone()));
-        let r = self
-            .cmds
-            .register_login(&m, &cert_ref(cert)?, &rp)
+        let cert = cert_ref(cert)?;
+        let r = retry_contention(|| self.cmds.register_login(&m, &cert, &rp))
             .await
             .map_err(cmd_err)?;
         Ok(r.ppid.to_string())
@@ -578,5 +627,67 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         };
         r.map_err(cmd_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mykey_commands::CommandError;
+
+    fn contention() -> CommandError {
+        let stream = mykey_commands::stream_of::<mykey_domain::subject::Subject>(Uuid::new_v4())
+            .unwrap_or_else(|e| panic!("{e}"));
+        CommandError::Contention {
+            stream,
+            attempts: 5,
+        }
+    }
+
+    #[test]
+    fn an_unavailable_answer_never_names_a_stream() {
+        let e = contention();
+        assert!(
+            e.to_string().contains("subject-"),
+            "the error itself names it"
+        );
+        match cmd_err(e) {
+            IdentityError::Unavailable(d) => {
+                assert!(d.starts_with("CONTENTION"), "{d}");
+                assert!(!d.contains("subject"), "{d}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn contention_is_retried_and_refusals_are_not() {
+        let mut calls = 0;
+        let r = retry_contention(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 4 {
+                    Err(contention())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.ok(), Some(4));
+        let mut calls = 0;
+        let r: Result<(), _> = retry_contention(|| {
+            calls += 1;
+            async {
+                Err(CommandError::Domain(mykey_commands::DomainError::new(
+                    mykey_commands::ErrorCode::CERTIFICATE_REVOKED,
+                    "revoked",
+                )))
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
     }
 }

@@ -43,6 +43,10 @@ pub struct Header {
     pub kid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// RFC 7515 §4.1.11: extensions the recipient must understand. We understand none, so a
+    /// token carrying `crit` (whatever its value) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +57,8 @@ pub enum JwsError {
     TooLarge,
     #[error("unsupported algorithm")]
     Algorithm,
+    #[error("critical header parameters (crit) are not supported")]
+    Critical,
     #[error("signature does not verify")]
     Signature,
     #[error("unusable key: {0}")]
@@ -92,6 +98,9 @@ impl<'a> Parsed<'a> {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(JwsError::Malformed)?;
         let alg = Alg::parse(&header.alg).ok_or(JwsError::Algorithm)?;
+        if header.crit.is_some() {
+            return Err(JwsError::Critical);
+        }
         let payload = unb64(p).ok_or(JwsError::Malformed)?;
         let signature = unb64(s).ok_or(JwsError::Malformed)?;
         let signing_input = &token[..h.len() + 1 + p.len()];
@@ -278,6 +287,7 @@ impl Signer {
             alg: self.alg().as_str().to_owned(),
             kid: Some(kid.to_owned()),
             typ: Some(typ.to_owned()),
+            crit: None,
         };
         let h = serde_json::to_vec(&header).map_err(|_| JwsError::Malformed)?;
         let p = serde_json::to_vec(claims).map_err(|_| JwsError::Malformed)?;
@@ -322,6 +332,13 @@ mod tests {
         let tampered = t.replacen(".e", ".f", 1);
         let bad = Parsed::parse(&tampered).map(|p| p.verify(&key));
         assert!(!matches!(bad, Ok(Ok(()))));
+        let crit = format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"ES256","crit":["exp"],"exp":1}"#),
+            b64(b"{}"),
+            b64(b"sig")
+        );
+        assert_eq!(Parsed::parse(&crit).err(), Some(JwsError::Critical));
         let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(b"{}"));
         assert_eq!(Parsed::parse(&none).err(), Some(JwsError::Algorithm));
         assert!(VerifyKey::from_jwk(

@@ -14,7 +14,9 @@ pub mod challenge;
 pub mod clock;
 pub mod config;
 pub mod crl;
+mod crl_load;
 pub mod db;
+pub mod dn;
 pub mod identity;
 pub mod jpki;
 pub mod jws;
@@ -22,6 +24,7 @@ pub mod keys;
 pub mod keywrap;
 pub mod metrics;
 pub mod operators;
+mod renewals;
 #[cfg(test)]
 mod verifier_tests;
 
@@ -30,7 +33,7 @@ use actix_web::http::StatusCode;
 use base64::Engine;
 use challenge::{ChallengeError, ChallengeStore};
 use config::AuthSettings;
-use crl::{CrlError, CrlSet, RevocationError};
+use crl::{CrlSet, RevocationError};
 use db::{AuditRecord, AuditSink, AuthDb};
 use identity::{Actor, CertRef, Identity, IdentityError, RpStatus};
 use jpki::{CertError, TrustAnchors, VerifiedCertificate};
@@ -38,7 +41,6 @@ use jws::{JwsError, Parsed, VerifyKey};
 use keys::{KeyRing, ACCESS_TOKEN_TTL_SECS, ID_TOKEN_TTL_SECS};
 use metrics::Metrics;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -51,8 +53,6 @@ pub const ASSERTION_LEEWAY_SECS: i64 = 30;
 /// A client assertion may live at most this long (exp − now): bounds the replay table.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
 
-/// A CRL load logs its progress every this many entries (a national CRL takes a while).
-const CRL_PROGRESS_EVERY: usize = 100_000;
 /// Longest accepted `jti`.
 pub const MAX_JTI_LEN: usize = 256;
 /// A card's RSA-2048 signature is 256 bytes; RSA-8192 would be 1024.
@@ -70,7 +70,9 @@ pub struct Auth {
     pub settings: AuthSettings,
     pub anchors: TrustAnchors,
     pub crls: CrlSet,
-    crl_seen: AtomicI64,
+    /// Stored CRLs that no longer verify (e.g. their CA was removed from the anchors): not
+    /// fetched and parsed again at every reload.
+    crl_skipped: std::sync::Mutex<std::collections::HashSet<i64>>,
     pub challenges: ChallengeStore,
     pub keys: KeyRing,
     pub db: AuthDb,
@@ -175,12 +177,37 @@ enum Audience {
 }
 
 impl Audience {
-    fn contains(&self, want: &str) -> bool {
+    /// True when every audience is one of `allowed` (and there is at least one): an assertion
+    /// also addressed to another server could be replayed there, so arrays carrying other
+    /// audiences are refused, not searched.
+    fn only(&self, allowed: &[&str]) -> bool {
         match self {
-            Audience::One(a) => a == want,
-            Audience::Many(v) => v.iter().any(|a| a == want),
+            Audience::One(a) => allowed.contains(&a.as_str()),
+            Audience::Many(v) => !v.is_empty() && v.iter().all(|a| allowed.contains(&a.as_str())),
         }
     }
+}
+
+/// Time checks of a client assertion at `now`; returns until when its `jti` must be kept.
+/// Saturating arithmetic throughout: `exp`/`nbf` come from the client and may be anything an
+/// i64 holds.
+fn check_assertion_times(now: i64, exp: i64, nbf: Option<i64>) -> Result<i64, Problem> {
+    if now > exp.saturating_add(ASSERTION_LEEWAY_SECS) {
+        return Err(unauthorized("ASSERTION_EXPIRED", "exp has passed"));
+    }
+    if exp.saturating_sub(now) > MAX_ASSERTION_LIFETIME_SECS {
+        return Err(unauthorized(
+            "ASSERTION_LIFETIME",
+            format!("exp may be at most {MAX_ASSERTION_LIFETIME_SECS} s ahead"),
+        ));
+    }
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(ASSERTION_LEEWAY_SECS)) {
+        return Err(unauthorized(
+            "ASSERTION_NOT_YET_VALID",
+            "nbf is in the future",
+        ));
+    }
+    Ok(exp.saturating_add(ASSERTION_LEEWAY_SECS))
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,7 +352,7 @@ impl Auth {
             settings,
             anchors,
             crls: CrlSet::default(),
-            crl_seen: AtomicI64::new(0),
+            crl_skipped: std::sync::Mutex::default(),
             challenges: ChallengeStore::new(),
             keys,
             db,
@@ -338,7 +365,7 @@ impl Auth {
         auth.reload_crls().await?;
         tracing::info!(
             trust_anchors = auth.anchors.len(),
-            crls = auth.crl_seen.load(Ordering::Relaxed),
+            crls = auth.crls.len(),
             "citizen-card login ready"
         );
         Ok(auth)
@@ -369,7 +396,6 @@ impl Auth {
         });
     }
 
-    /// Installs CRLs stored since the last reload (loaded by the CLI or another instance).
     /// Rotates the token-signing key (operator endpoint and CLI): new tokens use a new key,
     /// the old one stays published until its last token has expired. Returns the new kid.
     pub async fn rotate_signing_key(&self) -> Result<String, Problem> {
@@ -377,31 +403,10 @@ impl Auth {
         self.keys
             .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
             .await
-            .map_err(|e| Problem::unavailable(e.to_string()))
-    }
-
-    pub async fn reload_crls(&self) -> Result<(), db::DbError> {
-        let seen = self.crl_seen.load(Ordering::Acquire);
-        let mut max = seen;
-        for stored in self.db.crls_after(seen).await? {
-            max = max.max(stored.id);
-            let installed = self.crls.get(&stored.ca_key_id);
-            if installed.is_some_and(|c| c.this_update >= stored.this_update) {
-                // Loaded here already (or superseded): no need to fetch and parse it again.
-                continue;
-            }
-            let der = self.db.crl_der(stored.id).await?;
-            match crl::parse_crl(&der, &self.anchors) {
-                Ok(c) => match self.crls.install(c) {
-                    Ok(()) | Err(CrlError::NotNewer) => {}
-                    Err(e) => tracing::warn!(id = stored.id, "stored CRL not installed: {e}"),
-                },
-                // E.g. its CA is no longer a configured anchor.
-                Err(e) => tracing::warn!(id = stored.id, "stored CRL skipped: {e}"),
-            }
-        }
-        self.crl_seen.fetch_max(max, Ordering::AcqRel);
-        Ok(())
+            .map_err(|e| {
+                tracing::error!("signing-key rotation failed: {e}");
+                Problem::unavailable("the signing key could not be rotated; retry")
+            })
     }
 
     /// Records one attempt in `auth_audit`; true once committed.
@@ -488,6 +493,12 @@ impl Auth {
             JwsError::Algorithm => {
                 unauthorized("ASSERTION_ALGORITHM", "alg must be ES256 or RS256")
             }
+            JwsError::Critical => problem(
+                StatusCode::BAD_REQUEST,
+                "ASSERTION_MALFORMED",
+                "Malformed client assertion",
+            )
+            .with_detail(JwsError::Critical.to_string()),
             _ => problem(
                 StatusCode::BAD_REQUEST,
                 "ASSERTION_MALFORMED",
@@ -521,30 +532,17 @@ impl Auth {
         })?;
         // Claims are checked only after the signature: nothing unsigned reaches the jti table.
         let now = self.settings.clock.now_secs();
-        if !claims.aud.contains(&self.settings.token_endpoint()) {
+        let endpoint = self.settings.token_endpoint();
+        if !claims.aud.only(&[&endpoint, &self.settings.issuer]) {
             return Err(unauthorized(
                 "ASSERTION_AUDIENCE",
-                format!("aud must be {}", self.settings.token_endpoint()),
+                format!(
+                    "aud must be exactly {endpoint} or {} (no other audiences)",
+                    self.settings.issuer
+                ),
             ));
         }
-        if now > claims.exp + ASSERTION_LEEWAY_SECS {
-            return Err(unauthorized("ASSERTION_EXPIRED", "exp has passed"));
-        }
-        if claims.exp - now > MAX_ASSERTION_LIFETIME_SECS {
-            return Err(unauthorized(
-                "ASSERTION_LIFETIME",
-                format!("exp may be at most {MAX_ASSERTION_LIFETIME_SECS} s ahead"),
-            ));
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now + ASSERTION_LEEWAY_SECS)
-        {
-            return Err(unauthorized(
-                "ASSERTION_NOT_YET_VALID",
-                "nbf is in the future",
-            ));
-        }
+        let keep_jti_until = check_assertion_times(now, claims.exp, claims.nbf)?;
         if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
             return Err(unauthorized(
                 "ASSERTION_JTI",
@@ -553,7 +551,7 @@ impl Auth {
         }
         let fresh = self
             .db
-            .claim_jti(&rp_id, &claims.jti, claims.exp + ASSERTION_LEEWAY_SECS)
+            .claim_jti(&rp_id, &claims.jti, keep_jti_until)
             .await
             .map_err(|e| Problem::unavailable(e.to_string()))?;
         if !fresh {
@@ -902,172 +900,6 @@ impl Auth {
             Err(_) => Metrics::inc(&self.metrics.login_refusals),
         }
     }
-
-    // ---- operator: CRLs, renewals, keys ----
-
-    /// Verifies a CRL, marks the platform's known certificates on it revoked (one
-    /// CertificateRevoked event each, only the first time), then stores and installs it.
-    pub async fn load_crl(&self, der: &[u8], actor: &Actor) -> Result<CrlReport, Problem> {
-        let crl = crl::parse_crl(der, &self.anchors).map_err(|e| {
-            problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
-        })?;
-        if let Some(current) = self.crls.get(&crl.ca_key_id) {
-            if current.this_update >= crl.this_update {
-                let e = CrlError::NotNewer;
-                return Err(problem(StatusCode::CONFLICT, e.code(), "CRL refused")
-                    .with_detail(e.to_string()));
-            }
-        }
-        // Known certificates are marked before the CRL is stored: a load that fails half-way
-        // stores nothing, so repeating it (not refused as "not newer") finishes the marking.
-        let mut known = 0;
-        let serials: Vec<&String> = crl.revoked.iter().collect();
-        let started = std::time::Instant::now();
-        for (i, chunk) in serials.chunks(identity::CRL_CHECK_CHUNK).enumerate() {
-            let certs: Vec<CertRef> = chunk
-                .iter()
-                .map(|serial| CertRef {
-                    issuer: crl.issuer.clone(),
-                    serial: (*serial).clone(),
-                })
-                .collect();
-            known += self
-                .identity
-                .mark_certificates_revoked(&certs, actor)
-                .await
-                .map_err(identity_problem)?;
-            let checked = i * identity::CRL_CHECK_CHUNK + chunk.len();
-            if checked % CRL_PROGRESS_EVERY < chunk.len() || checked == serials.len() {
-                tracing::info!(
-                    ca = %crl.ca_key_id,
-                    checked,
-                    total = serials.len(),
-                    known_revoked = known,
-                    secs = started.elapsed().as_secs(),
-                    "CRL: checking entries against known certificates"
-                );
-            }
-        }
-        self.db
-            .insert_crl(&crl, der, &actor.actor_id)
-            .await
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
-        let report = CrlReport {
-            ca_key_id: crl.ca_key_id.clone(),
-            issuer: crl.issuer.clone(),
-            this_update: rfc3339(crl.this_update, false),
-            next_update: rfc3339(crl.next_update, false),
-            revoked_entries: crl.revoked.len(),
-            known_certificates_revoked: known,
-        };
-        match self.crls.install(crl) {
-            Ok(()) | Err(CrlError::NotNewer) => {}
-            Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused")),
-        }
-        Ok(report)
-    }
-
-    /// Imports renewal links from CSV lines `issuer,old serial,new serial` (an optional
-    /// header line starting with `issuer` is skipped; the issuer DN contains commas, so it
-    /// is quoted as in RFC 4180).
-    pub async fn import_renewals(
-        &self,
-        csv: &str,
-        actor: &Actor,
-    ) -> Result<RenewalReport, Problem> {
-        if csv.len() > MAX_RENEWAL_CSV_BYTES {
-            return Err(Problem::body_too_large());
-        }
-        let mut report = RenewalReport {
-            linked: 0,
-            failed: Vec::new(),
-        };
-        for (i, line) in csv.lines().enumerate() {
-            let line_no = i + 1;
-            if line.trim().is_empty()
-                || (i == 0 && line.trim_start().to_ascii_lowercase().starts_with("issuer"))
-            {
-                continue;
-            }
-            let fields = match parse_csv_line(line) {
-                Some(f) if f.len() == 3 => f,
-                _ => {
-                    report.failed.push(RenewalFailure {
-                        line: line_no,
-                        code: "RENEWAL_LINE_MALFORMED".into(),
-                        detail: "expected 3 fields: issuer,old serial,new serial".into(),
-                    });
-                    continue;
-                }
-            };
-            let (Some(old), Some(new)) = (
-                jpki::normalize_serial(&fields[1]),
-                jpki::normalize_serial(&fields[2]),
-            ) else {
-                report.failed.push(RenewalFailure {
-                    line: line_no,
-                    code: "RENEWAL_SERIAL_MALFORMED".into(),
-                    detail: "serials are hex".into(),
-                });
-                continue;
-            };
-            let issuer = fields[0].trim();
-            if !self.anchors.iter().any(|a| a.subject == issuer) {
-                report.failed.push(RenewalFailure {
-                    line: line_no,
-                    code: "RENEWAL_ISSUER_UNKNOWN".into(),
-                    detail: "issuer is not a configured trust anchor's name".into(),
-                });
-                continue;
-            }
-            match self.identity.link_renewal(issuer, &old, &new, actor).await {
-                Ok(()) => report.linked += 1,
-                Err(IdentityError::Rejected { code, detail }) => {
-                    report.failed.push(RenewalFailure {
-                        line: line_no,
-                        code,
-                        detail,
-                    })
-                }
-                Err(IdentityError::Unavailable(d)) => return Err(Problem::unavailable(d)),
-            }
-        }
-        Ok(report)
-    }
-}
-
-/// One CSV record (RFC 4180 quoting, no embedded newlines).
-pub fn parse_csv_line(line: &str) -> Option<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.trim_end_matches('\r').chars().peekable();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                cur.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => cur.push(c),
-            (false, '"') if cur.trim().is_empty() && !was_quoted => {
-                cur.clear();
-                quoted = true;
-                was_quoted = true;
-            }
-            (false, ',') => {
-                fields.push(std::mem::take(&mut cur));
-                was_quoted = false;
-            }
-            (false, c) => cur.push(c),
-        }
-    }
-    if quoted {
-        return None;
-    }
-    fields.push(cur);
-    Some(fields)
 }
 
 /// The operator-supplied RSA key new RS256 signing keys are made from (ring cannot generate
@@ -1093,10 +925,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_lines_with_quoted_issuer() {
-        let f = parse_csv_line(r#""C=JP, O=JPKI",0a,0b"#).unwrap_or_default();
-        assert_eq!(f, vec!["C=JP, O=JPKI", "0a", "0b"]);
-        assert_eq!(parse_csv_line(r#""unterminated,1,2"#), None);
-        assert_eq!(parse_csv_line("a,b").unwrap_or_default().len(), 2);
+    fn assertion_time_arithmetic_never_overflows() {
+        let now = 1_700_000_000;
+        let code = |r: Result<i64, Problem>| r.map_err(|p| p.code);
+        assert_eq!(
+            code(check_assertion_times(now, now + 60, None)),
+            Ok(now + 90)
+        );
+        for (exp, want) in [
+            (i64::MAX, "ASSERTION_LIFETIME"),
+            (i64::MIN, "ASSERTION_EXPIRED"),
+            (-1, "ASSERTION_EXPIRED"),
+            (now + MAX_ASSERTION_LIFETIME_SECS + 1, "ASSERTION_LIFETIME"),
+        ] {
+            assert_eq!(
+                code(check_assertion_times(now, exp, None)),
+                Err(want.into())
+            );
+        }
+        assert_eq!(
+            code(check_assertion_times(now, now + 60, Some(i64::MAX))),
+            Err("ASSERTION_NOT_YET_VALID".into())
+        );
+        assert!(check_assertion_times(now, now + 60, Some(i64::MIN)).is_ok());
+        assert!(check_assertion_times(i64::MIN, i64::MIN, None).is_ok());
+    }
+
+    #[test]
+    fn audience_must_hold_only_our_names() {
+        let allowed = ["https://i/v1/oauth/token", "https://i"];
+        let one = |a: &str| Audience::One(a.into());
+        let many = |v: &[&str]| Audience::Many(v.iter().map(|s| (*s).to_owned()).collect());
+        assert!(one("https://i").only(&allowed));
+        assert!(one("https://i/v1/oauth/token").only(&allowed));
+        assert!(many(&["https://i"]).only(&allowed));
+        assert!(!one("https://i/").only(&allowed));
+        assert!(!many(&[]).only(&allowed));
+        assert!(!many(&["https://i", "https://other"]).only(&allowed));
     }
 }

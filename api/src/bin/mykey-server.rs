@@ -1,5 +1,9 @@
-//! `mykey-server`: reads configuration, starts telemetry, runs the server until SIGTERM/Ctrl-C.
+//! `mykey-server`: parses its arguments (clap: `--help` and typos end here, before any
+//! database is touched), reads configuration, starts telemetry, then runs the server until
+//! SIGTERM/Ctrl-C or one operator command (see `mykey_api::cli`).
 
+use clap::Parser;
+use mykey_api::cli::{Cli, Command};
 use mykey_api::config::Settings;
 use mykey_api::local_pg::LocalPostgres;
 use mykey_api::startup::Application;
@@ -7,8 +11,13 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    mykey_api::telemetry::init();
-    match run().await {
+    let cli = Cli::parse();
+    match &cli.command {
+        None => mykey_api::telemetry::init(),
+        // stdout is the command's JSON result only.
+        Some(_) => init_stderr_logging(),
+    }
+    match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -18,15 +27,41 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(done) = mykey_api::cli::run_offline(&args) {
-        return done;
+fn init_stderr_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(command: Option<Command>) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(cmd) = command.as_ref().filter(|c| !c.needs_database()) {
+        return mykey_api::cli::run_offline_command(cmd);
     }
     let settings = Settings::from_env()?;
-    let (pg_config, local) = match &settings.database_url {
-        Some(url) => (url.parse::<tokio_postgres::Config>()?, None),
-        None => {
+    let (pg_config, owner_config, local) = match (
+        &settings.database_url,
+        &settings.owner_database_url,
+    ) {
+        (Some(runtime), Some(owner)) => (
+            runtime.parse::<tokio_postgres::Config>()?,
+            Some(owner.parse::<tokio_postgres::Config>()?),
+            None,
+        ),
+        (Some(one), None) | (None, Some(one)) => {
+            tracing::warn!(
+                "only one of DATABASE_URL and MYKEY_OWNER_DATABASE_URL is set: the server runs \
+                 as the role that owns the tables, which can disable or drop the append-only \
+                 triggers, so the event log and auth_audit are tamper-evident only against \
+                 mistakes, not against a compromised server (see README, Database roles)"
+            );
+            (one.parse::<tokio_postgres::Config>()?, None, None)
+        }
+        (None, None) => {
             let var_dir = settings.var_dir.clone();
             let local =
                 tokio::task::spawn_blocking(move || LocalPostgres::start(&var_dir)).await??;
@@ -38,14 +73,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 data_dir = %local.data_dir().display(),
                 "no DATABASE_URL: using the private PostgreSQL cluster (Unix socket in its data directory)"
             );
-            (local.config(), Some(local))
+            (local.runtime_config(), Some(local.config()), Some(local))
         }
     };
-    let result = match args.first().map(String::as_str) {
-        Some(cmd) if mykey_api::cli::COMMANDS.contains(&cmd) => {
-            mykey_api::cli::run(&settings, pg_config, &args).await
+    let migrated = match &owner_config {
+        Some(owner) => mykey_store::pg::migrations::migrate_database(owner)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    if let Err(e) = migrated {
+        if let Some(local) = local {
+            let _ = tokio::task::spawn_blocking(move || local.stop()).await;
         }
-        Some(_) => Err(mykey_api::cli::USAGE.into()),
+        return Err(e.into());
+    }
+    let result = match &command {
+        Some(cmd) => mykey_api::cli::run_command(&settings, pg_config, cmd).await,
         None => serve(&settings, pg_config).await,
     };
     if let Some(local) = local {

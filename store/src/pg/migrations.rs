@@ -6,6 +6,12 @@
 //! `schema_migrations`, and a changed file makes [`migrate`] fail rather than silently
 //! diverge from what production ran. Fix a mistake with a new migration.
 //!
+//! **Each migration grants what `mykey_runtime` needs on the tables it creates** (and nothing
+//! more: append-only tables get SELECT and INSERT only). Migrations run as the owner role
+//! (`MYKEY_OWNER_DATABASE_URL`); the server connects as a login role in the NOLOGIN group
+//! `mykey_runtime` (created by 0003), which owns nothing and so cannot alter, disable or drop
+//! a trigger. A table without grants is invisible to the server.
+//!
 //! Two servers starting at once are safe: everything runs in one transaction that first takes
 //! a transaction-scoped advisory lock, so the second waits, then sees the first one's rows and
 //! applies nothing. DDL is transactional in PostgreSQL, so a failing migration leaves nothing
@@ -37,11 +43,21 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_append_only",
         sql: include_str!("../../migrations/0002_append_only.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_runtime_role",
+        sql: include_str!("../../migrations/0003_runtime_role.sql"),
+    },
     // 0100+: login/audit tables, owned by api/src/auth.
     Migration {
         version: 100,
         name: "0100_auth",
         sql: include_str!("../../migrations/0100_auth.sql"),
+    },
+    Migration {
+        version: 110,
+        name: "0110_auth_runtime_grants",
+        sql: include_str!("../../migrations/0110_auth_runtime_grants.sql"),
     },
 ];
 
@@ -88,6 +104,65 @@ pub async fn migrate(client: &mut Client) -> Result<MigrationReport, StoreError>
     migrate_with(client, MIGRATIONS).await
 }
 
+/// The report of a run that has nothing to do, read without DDL or locks: the runtime role
+/// (which may not create or alter anything) connects through here once the owner migrated.
+/// `None` when anything is pending, changed or unreadable: the full run then applies it or
+/// says what is wrong.
+async fn already_applied(client: &Client, migrations: &[Migration]) -> Option<MigrationReport> {
+    let exists = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .ok()?
+        .try_get::<_, bool>(0)
+        .ok()?;
+    if !exists {
+        return None;
+    }
+    let rows = client
+        .query("SELECT version, checksum FROM schema_migrations", &[])
+        .await
+        .ok()?;
+    let mut applied: HashMap<i32, Vec<u8>> = HashMap::new();
+    for r in rows {
+        applied.insert(r.try_get(0).ok()?, r.try_get(1).ok()?);
+    }
+    for m in migrations {
+        if applied.remove(&m.version)? != checksum(m.sql) {
+            return None;
+        }
+    }
+    let mut unknown: Vec<i32> = applied.into_keys().collect();
+    unknown.sort_unstable();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            ?unknown,
+            "database has migrations this binary does not know"
+        );
+    }
+    Some(MigrationReport {
+        applied: Vec::new(),
+        unknown,
+    })
+}
+
+/// Connects with `config` (the owner role's) and applies pending migrations: the start-up step
+/// before the server connects as the runtime role.
+pub async fn migrate_database(
+    config: &tokio_postgres::Config,
+) -> Result<MigrationReport, StoreError> {
+    let (mut client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "migration: connect as the owner role: {}",
+            super::describe(&e)
+        ))
+    })?;
+    let conn = tokio::spawn(connection);
+    let report = migrate(&mut client).await;
+    drop(client);
+    let _ = conn.await;
+    report
+}
+
 /// [`migrate`] over an explicit list (tests use it to simulate an edited file).
 pub async fn migrate_with(
     client: &mut Client,
@@ -97,6 +172,9 @@ pub async fn migrate_with(
     let err = |what: &str, e: tokio_postgres::Error| {
         StoreError::Unavailable(format!("migration: {what}: {}", super::describe(&e)))
     };
+    if let Some(report) = already_applied(client, migrations).await {
+        return Ok(report);
+    }
     let tx = client.transaction().await.map_err(|e| err("begin", e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
