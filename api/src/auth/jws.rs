@@ -1,8 +1,11 @@
 //! Compact JWS (JWT) signing and verification for exactly two algorithms: ES256 and RS256.
 //!
-//! Written on `ring` instead of a general JWT library so that the accepted algorithms are a
-//! closed list in our own code (no `none`, no HMAC confusion with public keys), the key type
-//! must match the algorithm, and claim checks are explicit at each call site.
+//! The parts that decide what is accepted are ours: the size cap, the closed algorithm list
+//! (no `none`, no HMAC: an algorithm is only ever paired with a key of its own type), the
+//! refusal of `crit`, and the claim checks at each call site. Signatures are verified with
+//! `jsonwebtoken::crypto::verify`. Signing stays on `ring` with key pairs parsed once
+//! (ARCHITECTURE.md, "Why the JWS code is ours": `jsonwebtoken` re-parses the private key on
+//! every token).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -80,7 +83,8 @@ pub struct Parsed<'a> {
     pub alg: Alg,
     pub payload: Vec<u8>,
     signing_input: &'a str,
-    signature: Vec<u8>,
+    /// The signature segment, base64url as sent.
+    signature: &'a str,
 }
 
 impl<'a> Parsed<'a> {
@@ -102,7 +106,10 @@ impl<'a> Parsed<'a> {
             return Err(JwsError::Critical);
         }
         let payload = unb64(p).ok_or(JwsError::Malformed)?;
-        let signature = unb64(s).ok_or(JwsError::Malformed)?;
+        if s.is_empty() || unb64(s).is_none() {
+            return Err(JwsError::Malformed);
+        }
+        let signature = s;
         let signing_input = &token[..h.len() + 1 + p.len()];
         Ok(Parsed {
             header,
@@ -117,7 +124,7 @@ impl<'a> Parsed<'a> {
         if key.alg() != self.alg {
             return Err(JwsError::Algorithm);
         }
-        if key.verify(self.signing_input.as_bytes(), &self.signature) {
+        if key.verify(self.signing_input.as_bytes(), self.signature) {
             Ok(())
         } else {
             Err(JwsError::Signature)
@@ -146,17 +153,18 @@ impl VerifyKey {
         }
     }
 
-    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        match self {
-            VerifyKey::Es256(point) => {
-                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, sig)
-                    .is_ok()
+    /// Verifies `sig_b64` (a JWS signature segment) over `message` with `jsonwebtoken`. The
+    /// algorithm comes from the key, never from the token, so an RSA or EC key can never be
+    /// used as an HMAC secret.
+    pub fn verify(&self, message: &[u8], sig_b64: &str) -> bool {
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        let (key, alg) = match self {
+            VerifyKey::Es256(point) => (DecodingKey::from_ec_der(point), Algorithm::ES256),
+            VerifyKey::Rs256 { n, e } => {
+                (DecodingKey::from_rsa_raw_components(n, e), Algorithm::RS256)
             }
-            VerifyKey::Rs256 { n, e } => signature::RsaPublicKeyComponents { n, e }
-                .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
-                .is_ok(),
-        }
+        };
+        jsonwebtoken::crypto::verify(sig_b64, message, &key, alg).unwrap_or(false)
     }
 
     /// From a public JWK (`kty` EC with `crv` P-256, or RSA). Private members are refused:
