@@ -10,6 +10,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Settings {
     /// `MYKEY_LISTEN`, default 127.0.0.1:8080.
     pub listen: SocketAddr,
+    /// `MYKEY_METRICS_LISTEN`: when set, `/metrics` is served only there (e.g. an internal
+    /// address), not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `DATABASE_URL`; when absent a private cluster under `var_dir` is used.
     pub database_url: Option<String>,
     /// `MYKEY_VAR_DIR`, default `./var`.
@@ -22,6 +25,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("var_dir", &self.var_dir)
             .field("auth", &self.auth)
@@ -54,6 +58,17 @@ impl Settings {
                     value: listen_raw.clone(),
                     reason: e.to_string(),
                 })?;
+        let metrics_listen =
+            match get("MYKEY_METRICS_LISTEN").filter(|s| !s.trim().is_empty()) {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {
+                    ConfigError::Invalid {
+                        name: "MYKEY_METRICS_LISTEN",
+                        value: raw.clone(),
+                        reason: e.to_string(),
+                    }
+                })?),
+            };
         let database_url = get("DATABASE_URL").filter(|s| !s.trim().is_empty());
         if let Some(url) = &database_url {
             url.parse::<tokio_postgres::Config>()
@@ -67,6 +82,7 @@ impl Settings {
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
         Ok(Settings {
             listen,
+            metrics_listen,
             database_url,
             var_dir,
             auth,

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0100_auth",
         sql: include_str!("../../migrations/0100_auth.sql"),
     },
+    Migration {
+        version: 101,
+        name: "0101_auth_hardening",
+        sql: include_str!("../../migrations/0101_auth_hardening.sql"),
+    },
 ];
 
 /// Advisory lock key (transaction scope) serialising migration runs across servers. Distinct
