@@ -135,7 +135,12 @@ impl ResponseError for Problem {
             tracing::info!(code = %self.code, "request refused");
         }
         let mut response = HttpResponse::build(self.status());
-        if let Some(secs) = self.retry_after_secs {
+        let retry_after = self.retry_after_secs.or_else(|| {
+            // Every 503 (a dependency, a stale CRL) says when to come back.
+            (self.status() == StatusCode::SERVICE_UNAVAILABLE)
+                .then_some(UNAVAILABLE_RETRY_AFTER_SECS)
+        });
+        if let Some(secs) = retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
         }
         response.content_type(PROBLEM_CONTENT_TYPE).json(self)

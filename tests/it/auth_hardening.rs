@@ -699,7 +699,41 @@ async fn bad_values_are_400_failures_say_nothing_internal_and_correlation_needs_
     let r = token_request(&http, &s.base, &assertion(&key, "rp-nul", "a\0b")).await;
     assert_problem(&r, 400, "ASSERTION_MALFORMED");
 
-    // Correlation ids: refused without a token, used with one.
+    // Correlation ids: ignored for a caller that does not authenticate, used once it did.
+    let offered = uuid::Uuid::new_v4();
+    for (signer, status) in [(new_ec_key(), 401), (key, 200)] {
+        let r = http
+            .post(format!("{}/v1/oauth/token", s.base))
+            .header("x-correlation-id", offered.to_string())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                (
+                    "client_assertion",
+                    &assertion(&signer, "rp-nul", &uuid::Uuid::new_v4().to_string()),
+                ),
+            ])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status().as_u16(), status);
+    }
+    let c = db.client().await;
+    let token_rows: Vec<(String, uuid::Uuid)> = c
+        .query(
+            "SELECT outcome, correlation_id FROM auth_audit WHERE endpoint = 'oauth.token' \
+             AND correlation_id = $1",
+            &[&offered],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(token_rows, [("OK".to_owned(), offered)]);
     let offered = uuid::Uuid::new_v4();
     for bearer in ["wrong-token-wrong-token-wrong-token", OPERATOR_TOKEN] {
         let r = http
@@ -714,7 +748,6 @@ async fn bad_values_are_400_failures_say_nothing_internal_and_correlation_needs_
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.status().as_u16() == 401 || r.status().as_u16() == 204);
     }
-    let c = db.client().await;
     let rows: Vec<(String, uuid::Uuid)> = c
         .query(
             "SELECT outcome, correlation_id FROM auth_audit WHERE endpoint = 'operator.rp_status'",

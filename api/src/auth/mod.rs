@@ -562,7 +562,10 @@ impl Auth {
                 result
             }
             _ => {
-                self.finish(ctx, "oauth.token", rp_seen.as_deref(), None, result)
+                // The assertion verified: the caller's correlation id may be used.
+                let mut ctx = ctx.clone();
+                ctx.adopt_correlation_id();
+                self.finish(&ctx, "oauth.token", rp_seen.as_deref(), None, result)
                     .await
             }
         }
