@@ -279,19 +279,30 @@ impl AuthDb {
             .map_err(db_err)
     }
 
-    /// Marks challenge `id` used; false when it already was (by any instance).
-    pub async fn claim_challenge(&self, id: Uuid, expires_at_ms: i64) -> Result<bool, DbError> {
+    /// Marks challenges used, in one statement; returns the ids that were not used before
+    /// (by any instance). An id given twice is fresh at most once.
+    pub async fn claim_challenges(
+        &self,
+        claims: &[(Uuid, i64)],
+    ) -> Result<std::collections::HashSet<Uuid>, DbError> {
         let c = self.client().await?;
-        let exp = chrono::DateTime::from_timestamp_millis(expires_at_ms).unwrap_or_default();
-        let n = c
-            .execute(
-                "INSERT INTO auth_challenge_used (id, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT DO NOTHING",
-                &[&id, &exp],
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| *id).collect();
+        let exps: Vec<_> = claims
+            .iter()
+            .map(|(_, ms)| chrono::DateTime::from_timestamp_millis(*ms).unwrap_or_default())
+            .collect();
+        let rows = c
+            .query(
+                "INSERT INTO auth_challenge_used (id, expires_at) \
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &[&ids, &exps],
             )
             .await
             .map_err(db_err)?;
-        Ok(n == 1)
+        rows.iter()
+            .map(|r| r.try_get::<_, Uuid>(0).map_err(db_err))
+            .collect()
     }
 
     /// Forgets used challenges that have expired anyway.

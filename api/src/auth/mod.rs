@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod challenge;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod crl;
@@ -85,6 +86,7 @@ pub struct Auth {
     pub crls: CrlSet,
     crl_seen: AtomicI64,
     pub challenges: Challenges,
+    claims: claims::ChallengeClaims,
     pub keys: KeyRing,
     pub db: AuthDb,
     audit: AuditSink,
@@ -367,6 +369,7 @@ impl Auth {
             .await?;
         let metrics = Metrics::register(&registry)?;
         let audit = AuditSink::spawn(db.clone(), metrics.clone());
+        let claims = claims::ChallengeClaims::spawn(db.clone());
         let limiter = RateLimiter::new(settings.rate_limit);
         let auth = Arc::new(Auth {
             settings,
@@ -374,6 +377,7 @@ impl Auth {
             crls: CrlSet::default(),
             crl_seen: AtomicI64::new(0),
             challenges,
+            claims,
             keys,
             db,
             audit,
@@ -961,8 +965,8 @@ impl Auth {
         // Consumed before the certificate is checked: a failed attempt burns its challenge.
         // The claim is the one database write of a challenge: any instance, exactly once.
         let fresh = self
-            .db
-            .claim_challenge(opened.id, opened.expires_at_ms)
+            .claims
+            .claim(opened.id, opened.expires_at_ms)
             .await
             .map_err(Problem::unavailable)?;
         if !fresh {
