@@ -10,6 +10,7 @@ use super::oauth::ctx;
 use crate::auth::db::INVALID_VALUE;
 use crate::auth::identity::{Actor, RpStatus};
 use crate::auth::{jws::VerifyKey, Auth, Ctx};
+use crate::codes::ApiCode;
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
@@ -61,7 +62,12 @@ async fn audited(
     result: Result<HttpResponse, Problem>,
 ) -> Result<HttpResponse, Problem> {
     match &result {
-        Err(p) if p.code == "OPERATOR_UNAUTHORIZED" || p.code == "OPERATOR_DISABLED" => {
+        Err(p)
+            if matches!(
+                ApiCode::parse(&p.code),
+                Some(ApiCode::OPERATOR_UNAUTHORIZED | ApiCode::OPERATOR_DISABLED)
+            ) =>
+        {
             auth.refuse_unauthenticated(c, endpoint, &p.code).await;
         }
         Ok(_) => {
