@@ -120,6 +120,39 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listener_and_rate_limits() {
+        let s = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.metrics_listen.is_none());
+        assert_eq!(
+            s.auth.rate_limit,
+            crate::auth::ratelimit::RateLimitSettings::default()
+        );
+        let s = Settings::from_lookup(|k| match k {
+            "MYKEY_METRICS_LISTEN" => Some("10.0.0.1:9100".to_owned()),
+            "MYKEY_RATE_LIMIT_BURST" => Some("0".to_owned()),
+            "MYKEY_RATE_LIMIT_PER_MINUTE" => Some("5".to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.metrics_listen.map(|a| a.port()), Some(9100));
+        assert_eq!(
+            (s.auth.rate_limit.burst, s.auth.rate_limit.per_minute),
+            (0, 5)
+        );
+        for (name, value) in [
+            ("MYKEY_METRICS_LISTEN", "nowhere"),
+            ("MYKEY_RATE_LIMIT_BURST", "-1"),
+            ("MYKEY_RATE_LIMIT_PER_MINUTE", "lots"),
+        ] {
+            let bad = Settings::from_lookup(|k| (k == name).then(|| value.to_owned()));
+            assert!(
+                matches!(bad, Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn debug_never_prints_the_database_url() {
         let s = Settings::from_lookup(|k| {
             (k == "DATABASE_URL").then(|| "postgres://u:secret@h/db".to_owned())
