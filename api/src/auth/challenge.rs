@@ -21,6 +21,11 @@ pub const CHALLENGE_TTL_SECS: i64 = 120;
 /// Nonce length: 32 bytes (256 bits).
 pub const NONCE_BYTES: usize = 32;
 
+/// A used challenge id is forgotten only this long after its expiry: an instance whose clock
+/// runs behind another's still accepts a challenge a little past its expiry, so the id must
+/// still be known as used then (clock skew between instances is far below a minute).
+pub const CLAIM_PRUNE_MARGIN_MS: i64 = 60_000;
+
 /// Bytes of the shared challenge key.
 pub const CHALLENGE_KEY_BYTES: usize = 32;
 

@@ -412,7 +412,11 @@ impl Auth {
                 let now_ms = auth.settings.clock.now_ms();
                 auth.limiter.sweep(now_ms);
                 auth.unknown_rps.retain(|_, until| *until > now_ms);
-                if let Err(e) = auth.db.prune_challenges(now_ms).await {
+                if let Err(e) = auth
+                    .db
+                    .prune_challenges(now_ms - challenge::CLAIM_PRUNE_MARGIN_MS)
+                    .await
+                {
                     tracing::warn!("used challenge pruning failed: {e}");
                 }
                 if let Err(e) = auth.keys.reload(&auth.db).await {
