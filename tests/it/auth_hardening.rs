@@ -814,3 +814,17 @@ async fn bad_values_are_400_failures_say_nothing_internal_and_correlation_needs_
         assert!(!detail.contains(leak), "detail leaks {leak}: {detail}");
     }
 }
+
+/// The negative cache of unknown clients does not delay a relying party registered at the
+/// same instance (another instance learns of it within `NEGATIVE_RP_CACHE_MS`).
+#[tokio::test]
+async fn a_relying_party_registered_after_a_refusal_is_usable_at_once() {
+    let db = TestDb::create().await;
+    let s = start(&db, &[]).await;
+    let http = reqwest::Client::new();
+    let early = new_ec_key();
+    let r = token_request(&http, &s.base, &assertion(&early, "rp-later", "j1")).await;
+    assert_problem(&r, 401, "CLIENT_UNKNOWN");
+    let key = register_rp(&http, &s.base, "rp-later").await;
+    access_token(&http, &s.base, "rp-later", &key).await;
+}
