@@ -33,11 +33,15 @@ const VERSION: u8 = 1;
 /// Bytes of the RP tag: tells "another RP's challenge" from "forged"; not the binding itself
 /// (the MAC and the nonce cover the RP's full id).
 const RP_TAG: usize = 8;
-/// Truncated HMAC-SHA-256 (128 bits).
-const MAC: usize = 16;
-const BODY: usize = 1 + 8 + 16 + RP_TAG;
+/// HMAC-SHA-256, whole.
+const MAC: usize = 32;
+// The body's fields: version, expiry (ms, big-endian), random id, RP tag.
+const EXPIRY: std::ops::Range<usize> = 1..9;
+const ID: std::ops::Range<usize> = 9..25;
+const TAG: std::ops::Range<usize> = 25..25 + RP_TAG;
+const BODY: usize = 25 + RP_TAG;
 const TOKEN: usize = BODY + MAC;
-/// Longest accepted `challenge_id` text (base64url of [`TOKEN`] bytes is 66).
+/// Longest accepted `challenge_id` text (base64url of [`TOKEN`] bytes is 87).
 pub const MAX_CHALLENGE_ID_LEN: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -105,19 +109,10 @@ impl Challenges {
         }
     }
 
-    fn sign(&self, label: &[u8], body: &[u8], rp_id: &str) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(label);
-        ctx.update(body);
-        ctx.update(rp_id.as_bytes());
-        ctx.sign()
-    }
-
     fn nonce(&self, body: &[u8], rp_id: &str) -> [u8; NONCE_BYTES] {
+        let tag = hmac::sign(&self.key, &message(NONCE_LABEL, body, rp_id));
         let mut n = [0u8; NONCE_BYTES];
-        n.copy_from_slice(
-            &self.sign(b"mykey-challenge-nonce\0", body, rp_id).as_ref()[..NONCE_BYTES],
-        );
+        n.copy_from_slice(&tag.as_ref()[..NONCE_BYTES]);
         n
     }
 
@@ -126,15 +121,15 @@ impl Challenges {
         let expires_at_ms = now_ms + CHALLENGE_TTL_SECS * 1000;
         let mut body = [0u8; BODY];
         body[0] = VERSION;
-        body[1..9].copy_from_slice(&expires_at_ms.to_be_bytes());
-        body[9..25].copy_from_slice(Uuid::new_v4().as_bytes());
-        body[25..].copy_from_slice(&rp_tag(rp_id));
-        let mac = self.sign(b"mykey-challenge-mac\0", &body, rp_id);
+        body[EXPIRY].copy_from_slice(&expires_at_ms.to_be_bytes());
+        body[ID].copy_from_slice(Uuid::new_v4().as_bytes());
+        body[TAG].copy_from_slice(&rp_tag(rp_id));
+        let mac = hmac::sign(&self.key, &message(MAC_LABEL, &body, rp_id));
         let mut token = [0u8; TOKEN];
         token[..BODY].copy_from_slice(&body);
-        token[BODY..].copy_from_slice(&mac.as_ref()[..MAC]);
+        token[BODY..].copy_from_slice(mac.as_ref());
         Issued {
-            token: super::jws::b64(&token),
+            token: b64(&token),
             nonce: self.nonce(&body, rp_id),
             expires_at_ms,
         }
@@ -155,22 +150,20 @@ impl Challenges {
             return Err(ChallengeError::Unknown);
         }
         let (body, mac) = raw.split_at(BODY);
-        if body[25..] != rp_tag(rp_id) {
+        if body[TAG] != rp_tag(rp_id) {
             return Err(ChallengeError::OtherClient);
         }
-        // Constant-time comparison of the truncated tag.
-        let expected = self.sign(b"mykey-challenge-mac\0", body, rp_id);
-        if !constant_time_eq(&expected.as_ref()[..MAC], mac) {
-            return Err(ChallengeError::Unknown);
-        }
+        // ring compares in constant time.
+        hmac::verify(&self.key, &message(MAC_LABEL, body, rp_id), mac)
+            .map_err(|_| ChallengeError::Unknown)?;
         let mut exp = [0u8; 8];
-        exp.copy_from_slice(&body[1..9]);
+        exp.copy_from_slice(&body[EXPIRY]);
         let expires_at_ms = i64::from_be_bytes(exp);
         if now_ms > expires_at_ms {
             return Err(ChallengeError::Expired);
         }
         let mut id = [0u8; 16];
-        id.copy_from_slice(&body[9..25]);
+        id.copy_from_slice(&body[ID]);
         Ok(Opened {
             id: Uuid::from_bytes(id),
             nonce: self.nonce(body, rp_id),
@@ -179,8 +172,19 @@ impl Challenges {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// base64url without padding: the form of `challenge_id` and `nonce`.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+const MAC_LABEL: &[u8] = b"mykey-challenge-mac\0";
+const NONCE_LABEL: &[u8] = b"mykey-challenge-nonce\0";
+
+/// What the MAC and the nonce are computed over: a label (the two never coincide), the
+/// fixed-length body, then the RP's full id (the tag in the body is only 64 bits of it).
+fn message(label: &[u8], body: &[u8], rp_id: &str) -> Vec<u8> {
+    [label, body, rp_id.as_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -244,7 +248,7 @@ mod tests {
             .decode(&c.token)
             .unwrap_or_default();
         raw[8] ^= 0x01;
-        let forged = super::super::jws::b64(&raw);
+        let forged = b64(&raw);
         assert_eq!(
             s.open(&forged, "rp-a", 1).err(),
             Some(ChallengeError::Unknown)

@@ -846,7 +846,7 @@ impl Auth {
         let c = self.challenges.issue(rp_id, self.settings.clock.now_ms());
         ChallengeResponse {
             challenge_id: c.token,
-            nonce: jws::b64(&c.nonce),
+            nonce: challenge::b64(&c.nonce),
             expires_at: rfc3339(c.expires_at_ms, true),
         }
     }
