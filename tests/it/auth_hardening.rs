@@ -546,9 +546,9 @@ fn document_statuses(path: &str) -> BTreeSet<u16> {
     statuses
 }
 
-/// Issue 8 items 10–12: the document's code enum is exactly the server's code table; unknown
-/// paths and wrong methods are problem+json; every status the server answered on a path is
-/// listed for that path.
+/// Issue 8 items 10–12: the document's code enum is exactly the server's code table and its
+/// paths exactly the server's; unknown paths and wrong methods are problem+json; every status
+/// the server answered on a path is listed for that path.
 #[tokio::test]
 async fn the_openapi_document_agrees_with_the_server() {
     let server: BTreeSet<String> = mykey_api::codes::ApiCode::ALL
@@ -566,6 +566,31 @@ async fn the_openapi_document_agrees_with_the_server() {
         Vec::<&String>::new(),
         "codes in the document the server does not know"
     );
+
+    // The document's paths are the server's, with their methods.
+    let mut doc_paths = BTreeSet::new();
+    let mut current: Option<&str> = None;
+    for line in OPENAPI.lines() {
+        if let Some(path) = line.strip_prefix("  /").and_then(|p| p.strip_suffix(':')) {
+            current = Some(path);
+        } else if let (Some(path), Some(method)) = (
+            current,
+            line.strip_prefix("    ").and_then(|m| m.strip_suffix(':')),
+        ) {
+            if ["get", "post"].contains(&method) {
+                doc_paths.insert((format!("/{path}"), method.to_uppercase()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = mykey_api::routes::PATHS
+        .iter()
+        .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
+        .chain([(
+            "/v1/operator/relying-parties/{id}/key".to_owned(),
+            "POST".to_owned(),
+        )])
+        .collect();
+    assert_eq!(doc_paths, served);
 
     let db = TestDb::create().await;
     let s = start(&db, &[("MYKEY_RATE_LIMIT_BURST", "0")]).await;

@@ -9,10 +9,11 @@ pub mod wellknown;
 use crate::errors::Problem;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 
-/// Every path the server serves and the one method it takes there. Registered last, so a
+/// Every path the server serves and the one method it takes there (`api/openapi.yaml` documents
+/// exactly these, held by a test; `{id}/key` is one `{id}/{action}`). Registered last, so a
 /// request with another method answers 405 `METHOD_NOT_ALLOWED` (with `Allow`) as
 /// problem+json; a path not listed answers 404 `NOT_FOUND` ([`crate::errors::routing_problem`]).
-const PATHS: &[(&str, &str)] = &[
+pub const PATHS: &[(&str, &str)] = &[
     ("/healthz", "GET"),
     ("/readyz", "GET"),
     ("/metrics", "GET"),
