@@ -131,6 +131,9 @@ impl ResponseError for Problem {
     fn error_response(&self) -> HttpResponse {
         if self.status().is_server_error() {
             tracing::error!(code = %self.code, detail = ?self.detail, "request failed");
+        } else if self.status() == StatusCode::TOO_MANY_REQUESTS {
+            // A flood must not turn into a flood of log lines (counted in the metrics).
+            tracing::debug!(code = %self.code, "request refused");
         } else {
             tracing::info!(code = %self.code, "request refused");
         }
