@@ -16,6 +16,9 @@
 //! - `kazashi`: かざし logins for the same time.
 //! - `PIN-login`: challenges issued and signed before the clock starts, then the login
 //!   requests alone: the platform's share of a PIN login.
+//! - `flood`: (last, it empties the address's bucket) token requests for an unknown client
+//!   from one address: after the limiter's burst each is answered 429 before any database
+//!   work; the figure is how many such refusals the server gives per second.
 //!
 //! A PIN login is two requests (challenge, login) plus the card's RSA-2048 signature, which the
 //! client computes here (on a real card the chip does it), on the same cores as the server.
@@ -176,6 +179,8 @@ struct Ctx {
     token: String,
     cards: Vec<Card>,
     key: Arc<CardKey>,
+    /// A well-formed client assertion of a client that does not exist.
+    junk_assertion: String,
     /// Only the first failure is printed.
     error_shown: std::sync::atomic::AtomicBool,
 }
@@ -210,6 +215,27 @@ async fn pin_login(ctx: &Ctx, card: &Card) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// One unauthenticated token request; expected to be refused (429 once the burst is spent).
+async fn flood(ctx: &Ctx) -> Result<(), BoxError> {
+    let resp = ctx
+        .http
+        .post(format!("{}/v1/oauth/token", ctx.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", ctx.junk_assertion.as_str()),
+        ])
+        .send()
+        .await?;
+    match resp.status().as_u16() {
+        401 | 429 => Ok(()),
+        other => Err(format!("flood: unexpected {other}").into()),
+    }
+}
+
 async fn kazashi(ctx: &Ctx, card: &Card) -> Result<(), BoxError> {
     post(
         ctx,
@@ -234,13 +260,15 @@ enum Kind {
     /// what the platform does for a PIN login once the card (not the platform) has signed.
     PinPresigned,
     Kazashi,
+    /// Unauthenticated token requests from one address (refused, mostly by the limiter).
+    Flood,
 }
 
 /// Cards registered before the timed first-login phase.
 const WARMUP_CARDS: usize = 2_000;
 
-/// At most this many challenges are prepared for the presigned phase: below the per-RP
-/// outstanding-challenge cap, and all usable within their 120 s validity.
+/// At most this many challenges are prepared for the presigned phase: all usable within their
+/// 120 s validity.
 const PRESIGNED_POOL: usize = 19_000;
 
 /// A login body whose challenge was issued and signed before the timed phase.
@@ -319,6 +347,7 @@ async fn phase(
                         None => break,
                     },
                     Kind::Kazashi => kazashi(&ctx, card).await,
+                    Kind::Flood => flood(&ctx).await,
                 };
                 match r {
                     Ok(()) => lat.push(t.elapsed()),
@@ -356,14 +385,20 @@ async fn phase(
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Ok(format!(
-        "{:<9} {:>6.0} logins/s  p50 {:>5.1} ms  p99 {:>5.1} ms  CPU {} ms/login  ({} ok, {} errors, {} clients, {:.1} s)",
+        "{:<9} {:>6.0} {}/s  p50 {:>5.1} ms  p99 {:>5.1} ms  CPU {} ms/login  ({} ok, {} errors, {} clients, {:.1} s)",
         match kind {
             Kind::PinFirst { .. } => "PIN-first",
             Kind::Pin => "PIN",
             Kind::PinPresigned => "PIN-login",
             Kind::Kazashi => "kazashi",
+            Kind::Flood => "flood",
         },
         all.len() as f64 / elapsed,
+        if kind == Kind::Flood {
+            "refusals"
+        } else {
+            "logins"
+        },
         pct(0.50),
         pct(0.99),
         cpu_ms,
@@ -493,6 +528,16 @@ async fn run(db_name: &str) -> Result<(), BoxError> {
         .send()
         .await?;
     let tok: Value = resp.json().await?;
+    let junk_claims = json!({ "iss": "bench-nobody", "sub": "bench-nobody", "aud": format!("{ISSUER}/v1/oauth/token"), "exp": now + 300, "jti": "junk" });
+    let junk_input = format!(
+        "{}.{}",
+        b64u(br#"{"alg":"ES256"}"#),
+        b64u(junk_claims.to_string().as_bytes())
+    );
+    let junk_sig = rp_key
+        .sign(&rng, junk_input.as_bytes())
+        .map_err(|e| format!("{e}"))?;
+    let junk_assertion = format!("{junk_input}.{}", b64u(junk_sig.as_ref()));
     let token = tok["access_token"]
         .as_str()
         .ok_or(format!("no token: {tok}"))?
@@ -503,6 +548,7 @@ async fn run(db_name: &str) -> Result<(), BoxError> {
         token,
         cards,
         key,
+        junk_assertion,
         error_shown: std::sync::atomic::AtomicBool::new(false),
     });
 
@@ -572,6 +618,10 @@ async fn run(db_name: &str) -> Result<(), BoxError> {
         phase(ctx.clone(), Kind::PinPresigned, clients, secs, pool).await?
     );
     println!("{}", crl_phase(&ctx, &ca).await?);
+    println!(
+        "{}",
+        phase(ctx.clone(), Kind::Flood, clients, secs, Vec::new()).await?
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

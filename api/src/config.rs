@@ -10,6 +10,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Settings {
     /// `MYKEY_LISTEN`, default 127.0.0.1:8080.
     pub listen: SocketAddr,
+    /// `MYKEY_METRICS_LISTEN`: when set, `/metrics` is served only there (e.g. an internal
+    /// address), not on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `DATABASE_URL`, the server's runtime connection (a login role in the group role
     /// `mykey_runtime`); when absent a private cluster under `var_dir` is used.
     pub database_url: Option<String>,
@@ -26,6 +29,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field(
                 "owner_database_url",
@@ -62,6 +66,17 @@ impl Settings {
                     value: listen_raw.clone(),
                     reason: e.to_string(),
                 })?;
+        let metrics_listen =
+            match get("MYKEY_METRICS_LISTEN").filter(|s| !s.trim().is_empty()) {
+                None => None,
+                Some(raw) => Some(raw.parse().map_err(|e: std::net::AddrParseError| {
+                    ConfigError::Invalid {
+                        name: "MYKEY_METRICS_LISTEN",
+                        value: raw.clone(),
+                        reason: e.to_string(),
+                    }
+                })?),
+            };
         let url = |name: &'static str| -> Result<Option<String>, ConfigError> {
             let value = get(name).filter(|s| !s.trim().is_empty());
             if let Some(url) = &value {
@@ -80,6 +95,7 @@ impl Settings {
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
         Ok(Settings {
             listen,
+            metrics_listen,
             database_url,
             owner_database_url,
             var_dir,
@@ -115,6 +131,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn metrics_listener_and_rate_limits() {
+        let s = Settings::from_lookup(|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.metrics_listen.is_none());
+        assert_eq!(
+            s.auth.rate_limit,
+            crate::auth::ratelimit::RateLimitSettings::default()
+        );
+        let s = Settings::from_lookup(|k| match k {
+            "MYKEY_METRICS_LISTEN" => Some("10.0.0.1:9100".to_owned()),
+            "MYKEY_RATE_LIMIT_BURST" => Some("0".to_owned()),
+            "MYKEY_RATE_LIMIT_PER_MINUTE" => Some("5".to_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.metrics_listen.map(|a| a.port()), Some(9100));
+        assert_eq!(
+            (s.auth.rate_limit.burst, s.auth.rate_limit.per_minute),
+            (0, 5)
+        );
+        for (name, value) in [
+            ("MYKEY_METRICS_LISTEN", "nowhere"),
+            ("MYKEY_RATE_LIMIT_BURST", "-1"),
+            ("MYKEY_RATE_LIMIT_PER_MINUTE", "lots"),
+        ] {
+            let bad = Settings::from_lookup(|k| (k == name).then(|| value.to_owned()));
+            assert!(
+                matches!(bad, Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -4,9 +4,12 @@ use crate::config::Settings;
 use crate::errors::json_error_handler;
 use crate::routes;
 use actix_web::dev::{Server, Service as _};
+use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use std::net::TcpListener;
+use std::sync::Arc;
 
 /// Largest JSON body any endpoint accepts; the biggest legitimate body is a certificate.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
@@ -15,6 +18,9 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: PgEventStore,
+    /// This server's metrics: components register their collectors here (never in the
+    /// global default registry; tests run several servers in one process).
+    pub registry: Arc<prometheus::Registry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,9 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `MYKEY_METRICS_LISTEN`'s server, when set.
+    metrics: Option<(u16, Server)>,
+    registry: Arc<prometheus::Registry>,
 }
 
 impl std::fmt::Debug for Application {
@@ -61,15 +70,40 @@ impl Application {
                 source,
             })?
             .port();
+        let registry = Arc::new(prometheus::Registry::new());
         let identity = crate::auth::identity::default_identity(&store);
-        let auth = crate::auth::Auth::build(settings.auth.clone(), pg, identity).await?;
+        let auth = crate::auth::Auth::build_with_registry(
+            settings.auth.clone(),
+            pg,
+            identity,
+            registry.clone(),
+        )
+        .await?;
         auth.spawn_maintenance();
         let auth = web::Data::from(auth);
-        let state = web::Data::new(AppState { store });
+        let registry_data = web::Data::from(registry.clone());
+        let metrics = match settings.metrics_listen {
+            Some(addr) => Some(metrics_server(addr, registry_data.clone())?),
+            None => None,
+        };
+        let public_metrics = metrics.is_none();
+        let state = web::Data::new(AppState {
+            store,
+            registry: registry.clone(),
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(auth.clone())
+                .app_data(registry_data.clone())
+                .wrap(
+                    ErrorHandlers::new()
+                        .handler(StatusCode::NOT_FOUND, crate::errors::routing_problem)
+                        .handler(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            crate::errors::routing_problem,
+                        ),
+                )
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_JSON_BODY)
@@ -79,6 +113,12 @@ impl Application {
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
                 .configure(routes::auth::configure)
+                .configure(|cfg| {
+                    if public_metrics {
+                        routes::auth::configure_metrics(cfg);
+                    }
+                    routes::configure_method_fallbacks(cfg, public_metrics);
+                })
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {
@@ -88,11 +128,26 @@ impl Application {
         // SIGTERM/SIGINT are handled by main, which also stops the private PostgreSQL.
         .disable_signals()
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            metrics,
+            registry,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate metrics listener (`MYKEY_METRICS_LISTEN`), if any.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
+    }
+
+    /// This server's metrics registry, for components that add their own collectors.
+    pub fn registry(&self) -> Arc<prometheus::Registry> {
+        self.registry.clone()
     }
 
     /// A handle to stop the server gracefully.
@@ -100,7 +155,48 @@ impl Application {
         self.server.handle()
     }
 
+    /// Runs until the public server stops; the metrics listener stops with it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some((_, metrics)) = self.metrics else {
+            return self.server.await;
+        };
+        let handle = metrics.handle();
+        let metrics = tokio::spawn(metrics);
+        let result = self.server.await;
+        handle.stop(true).await;
+        let _ = metrics.await;
+        result
     }
+}
+
+/// `GET /metrics` alone on `addr` (unknown paths answer problem+json there too).
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    registry: web::Data<prometheus::Registry>,
+) -> Result<(u16, Server), StartupError> {
+    let bind_err = |source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(bind_err)?;
+    let port = listener.local_addr().map_err(bind_err)?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(registry.clone())
+            .wrap(
+                ErrorHandlers::new()
+                    .handler(StatusCode::NOT_FOUND, crate::errors::routing_problem)
+                    .handler(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        crate::errors::routing_problem,
+                    ),
+            )
+            .configure(routes::auth::configure_metrics)
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(bind_err)?
+    .disable_signals()
+    .run();
+    Ok((port, server))
 }

@@ -805,12 +805,25 @@ async fn refused_bodies_on_token_and_operator_endpoints_are_audited_attempts() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let expected = [
-        ("oauth.token", "UNSUPPORTED_MEDIA_TYPE"),
         ("operator.renewals", "BODY_TOO_LARGE"),
         ("operator.rp_register", "MALFORMED_BODY"),
     ]
     .map(|(e, o)| (e.to_owned(), o.to_owned()));
     assert_eq!(rows, expected);
+    // The token request's caller never authenticated: counted, not a row of its own.
+    let counted: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count FROM auth_refusal_count \
+             WHERE endpoint = 'oauth.token' AND outcome = 'UNSUPPORTED_MEDIA_TYPE'",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get(0);
+    assert_eq!(counted, 1);
     assert_eq!(app.log_head().await, 0, "no event written");
 }
 

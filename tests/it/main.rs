@@ -1,6 +1,7 @@
 //! The one integration-test binary. Each module owns one area; each test has its own database.
 
 mod auth;
+mod auth_hardening;
 mod commands;
 mod login_b;
 mod pki;

@@ -3,6 +3,7 @@
 use super::clock::Clock;
 use super::jws::Alg;
 use super::operators::OperatorTokens;
+use super::ratelimit::RateLimitSettings;
 use crate::config::ConfigError;
 use std::path::PathBuf;
 
@@ -32,6 +33,9 @@ pub struct AuthSettings {
     /// `MYKEY_KEY_ENCRYPTION_KEY_FILE`: seals the token-signing keys at rest (AES-256-GCM);
     /// unset stores them bare. Every instance needs the same file.
     pub key_encryption_key_file: Option<PathBuf>,
+    /// `MYKEY_RATE_LIMIT_BURST` / `MYKEY_RATE_LIMIT_PER_MINUTE`: unauthenticated refusals
+    /// allowed per client address (see [`super::ratelimit`]).
+    pub rate_limit: RateLimitSettings,
     /// Not from the environment: tests inject a clock they can move.
     pub clock: Clock,
 }
@@ -47,6 +51,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("id_token_alg", &self.id_token_alg)
             .field("rsa_signing_key", &self.rsa_signing_key)
             .field("key_encryption_key_file", &self.key_encryption_key_file)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -101,7 +106,23 @@ impl AuthSettings {
                 .and_then(|file| operators.merge(file))
                 .map_err(|e| invalid("MYKEY_OPERATOR_TOKENS_FILE", path.clone(), &e))?;
         }
+        let limit = |name: &'static str, default: u32| match get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or_else(|| invalid(name, v.clone(), "a whole number, 0..=1000000")),
+        };
+        let rate_limit = RateLimitSettings {
+            burst: limit("MYKEY_RATE_LIMIT_BURST", super::ratelimit::DEFAULT_BURST)?,
+            per_minute: limit(
+                "MYKEY_RATE_LIMIT_PER_MINUTE",
+                super::ratelimit::DEFAULT_PER_MINUTE,
+            )?,
+        };
         Ok(AuthSettings {
+            rate_limit,
             issuer,
             trust_anchors_dir: get("MYKEY_TRUST_ANCHORS")
                 .filter(|s| !s.is_empty())

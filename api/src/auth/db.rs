@@ -4,7 +4,7 @@
 
 use super::metrics::Metrics;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -42,7 +42,30 @@ impl std::fmt::Debug for AuthDb {
     }
 }
 
-/// One audit row. Only a fingerprint of the certificate, never the certificate.
+/// Longest string stored in an audit column (longer ones are cut): keeps every row far below
+/// the btree index row limit (~2.7 KB) of `auth_audit_rp_time`.
+pub const MAX_AUDIT_FIELD: usize = 256;
+
+/// What the audit trail records for a value the request gave that did not validate (e.g. a
+/// relying-party id in a path): never the raw value.
+pub const INVALID_VALUE: &str = "<invalid>";
+
+/// `s` as it may be stored: NUL (which PostgreSQL `text` refuses) and other control
+/// characters replaced, at most [`MAX_AUDIT_FIELD`] bytes (cut at a character boundary).
+pub fn audit_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_AUDIT_FIELD));
+    for c in s.chars() {
+        let c = if c.is_control() { '\u{FFFD}' } else { c };
+        if out.len() + c.len_utf8() > MAX_AUDIT_FIELD {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One audit row. Only a fingerprint of the certificate, never the certificate. Build it
+/// with validated values; strings pass through [`audit_text`] on the way in anyway.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub occurred_at: chrono::DateTime<chrono::Utc>,
@@ -241,6 +264,82 @@ impl AuthDb {
             .map_err(db_err)
     }
 
+    /// The challenge MAC key shared by every instance: `candidate` becomes it when none is
+    /// stored yet (the first instance wins a start-up race; the others read its key).
+    pub async fn challenge_secret(&self, candidate: &[u8]) -> Result<Vec<u8>, DbError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO auth_challenge_key (id, secret) VALUES (1, $1) ON CONFLICT DO NOTHING",
+            &[&candidate],
+        )
+        .await
+        .map_err(db_err)?;
+        c.query_one("SELECT secret FROM auth_challenge_key WHERE id = 1", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db_err)
+    }
+
+    /// Marks challenges used, in one statement; returns the ids that were not used before
+    /// (by any instance). An id given twice is fresh at most once.
+    pub async fn claim_challenges(
+        &self,
+        claims: &[(Uuid, i64)],
+    ) -> Result<std::collections::HashSet<Uuid>, DbError> {
+        let c = self.client().await?;
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| *id).collect();
+        let exps: Vec<_> = claims
+            .iter()
+            .map(|(_, ms)| chrono::DateTime::from_timestamp_millis(*ms).unwrap_or_default())
+            .collect();
+        let rows = c
+            .query(
+                "INSERT INTO auth_challenge_used (id, expires_at) \
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &[&ids, &exps],
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<_, Uuid>(0).map_err(db_err))
+            .collect()
+    }
+
+    /// Forgets used challenges that have expired anyway.
+    pub async fn prune_challenges(&self, now_ms: i64) -> Result<u64, DbError> {
+        let c = self.client().await?;
+        let now = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+        c.execute(
+            "DELETE FROM auth_challenge_used WHERE expires_at < $1",
+            &[&now],
+        )
+        .await
+        .map_err(db_err)
+    }
+
+    /// Adds aggregated refusal counts: one row per (minute, endpoint, code).
+    async fn add_refusals(&self, counts: &HashMap<RefusalKey, i64>) -> Result<(), DbError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let minute: Vec<_> = counts.keys().map(|k| k.minute).collect();
+        let endpoint: Vec<_> = counts.keys().map(|k| k.endpoint).collect();
+        let outcome: Vec<_> = counts.keys().map(|k| k.outcome.as_str()).collect();
+        let n: Vec<_> = counts.values().copied().collect();
+        c.execute(
+            "INSERT INTO auth_refusal_count (minute, endpoint, outcome, count) \
+             SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[]) \
+             ON CONFLICT (minute, endpoint, outcome) \
+             DO UPDATE SET count = auth_refusal_count.count + EXCLUDED.count",
+            &[&minute, &endpoint, &outcome, &n],
+        )
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn insert_audit(&self, batch: &[AuditRecord]) -> Result<(), DbError> {
         let c = self.client().await?;
         let occurred: Vec<_> = batch.iter().map(|r| r.occurred_at).collect();
@@ -261,10 +360,28 @@ impl AuthDb {
     }
 }
 
-type AuditItem = (AuditRecord, oneshot::Sender<bool>);
+/// An aggregated refusal's row key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RefusalKey {
+    pub minute: chrono::DateTime<chrono::Utc>,
+    pub endpoint: &'static str,
+    pub outcome: String,
+}
 
-/// Writes audit records in batches; each caller waits until its record is committed, so a
-/// response never goes out for an attempt that was not recorded.
+/// What the audit writer records.
+#[derive(Debug, Clone)]
+pub enum AuditEntry {
+    /// An attempt by an authenticated caller (or an accepted one): a row of its own.
+    Record(AuditRecord),
+    /// A refusal of a caller that did not authenticate: one more on its minute's counter.
+    Refusal(RefusalKey),
+}
+
+type AuditItem = (AuditEntry, oneshot::Sender<bool>);
+
+/// Writes audit entries in batches; each caller waits until its entry is committed, so a
+/// response never goes out for an attempt that was not recorded. A batch whose INSERT fails
+/// is retried record by record, so one bad record never fails the others.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<AuditItem>,
@@ -272,23 +389,42 @@ pub struct AuditSink {
 
 impl AuditSink {
     /// Spawns the writer task on the current runtime.
-    pub fn spawn(db: AuthDb, metrics: Arc<Metrics>) -> AuditSink {
+    pub fn spawn(db: AuthDb, metrics: Metrics) -> AuditSink {
         let (tx, mut rx) = mpsc::channel::<AuditItem>(AUDIT_QUEUE);
         tokio::spawn(async move {
             let mut batch: Vec<AuditItem> = Vec::with_capacity(AUDIT_BATCH);
             while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-                let (records, acks): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                let ok = match db.insert_audit(&records).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(records = records.len(), "audit write failed: {e}");
-                        for _ in &records {
-                            Metrics::inc(&metrics.audit_write_failures);
+                let mut records = Vec::new();
+                let mut record_acks = Vec::new();
+                let mut counts: HashMap<RefusalKey, i64> = HashMap::new();
+                let mut refusal_acks = Vec::new();
+                for (entry, ack) in batch.drain(..) {
+                    match entry {
+                        AuditEntry::Record(r) => {
+                            records.push(r);
+                            record_acks.push(ack);
                         }
-                        false
+                        AuditEntry::Refusal(k) => {
+                            *counts.entry(k).or_default() += 1;
+                            refusal_acks.push(ack);
+                        }
                     }
-                };
-                for ack in acks {
+                }
+                let refusals = db.add_refusals(&counts).await;
+                if let Err(e) = &refusals {
+                    tracing::error!(
+                        refusals = refusal_acks.len(),
+                        "refusal counters not written: {e}"
+                    );
+                    metrics
+                        .audit_write_failures
+                        .inc_by(refusal_acks.len() as u64);
+                }
+                for ack in refusal_acks {
+                    let _ = ack.send(refusals.is_ok());
+                }
+                let results = write_records(&db, &metrics, &records).await;
+                for (ack, ok) in record_acks.into_iter().zip(results) {
                     let _ = ack.send(ok);
                 }
             }
@@ -296,12 +432,47 @@ impl AuditSink {
         AuditSink { tx }
     }
 
-    /// Records one attempt; true once it is committed.
-    pub async fn record(&self, record: AuditRecord) -> bool {
+    /// Records one entry; true once it is committed.
+    pub async fn record(&self, entry: AuditEntry) -> bool {
         let (ack, done) = oneshot::channel();
-        if self.tx.send((record, ack)).await.is_err() {
+        if self.tx.send((entry, ack)).await.is_err() {
             return false;
         }
         done.await.unwrap_or(false)
     }
+}
+
+/// One result per record: the batch in one INSERT, or each record alone when that fails.
+pub async fn write_records(db: &AuthDb, metrics: &Metrics, records: &[AuditRecord]) -> Vec<bool> {
+    if records.is_empty() {
+        return Vec::new();
+    }
+    match db.insert_audit(records).await {
+        Ok(()) => return vec![true; records.len()],
+        Err(e) if records.len() > 1 => {
+            tracing::warn!(
+                records = records.len(),
+                "audit batch failed, retrying one by one: {e}"
+            );
+            metrics.audit_batch_retries.inc();
+        }
+        Err(e) => {
+            tracing::error!("audit write failed: {e}");
+            metrics.audit_write_failures.inc();
+            return vec![false];
+        }
+    }
+    let mut results = Vec::with_capacity(records.len());
+    for r in records {
+        let ok = match db.insert_audit(std::slice::from_ref(r)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(endpoint = r.endpoint, "audit write failed: {e}");
+                metrics.audit_write_failures.inc();
+                false
+            }
+        };
+        results.push(ok);
+    }
+    results
 }

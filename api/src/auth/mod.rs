@@ -11,6 +11,7 @@
 
 pub mod cache;
 pub mod challenge;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod crl;
@@ -25,21 +26,24 @@ pub mod keywrap;
 pub mod metrics;
 pub mod operators;
 mod renewals;
+pub mod ratelimit;
 #[cfg(test)]
 mod verifier_tests;
 
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
 use base64::Engine;
-use challenge::{ChallengeError, ChallengeStore};
+use challenge::{ChallengeError, Challenges};
 use config::AuthSettings;
 use crl::{CrlSet, RevocationError};
-use db::{AuditRecord, AuditSink, AuthDb};
+use db::{AuditEntry, AuditRecord, AuditSink, AuthDb, RefusalKey};
 use identity::{Actor, CertRef, Identity, IdentityError, RpStatus};
 use jpki::{CertError, TrustAnchors, VerifiedCertificate};
 use jws::{JwsError, Parsed, VerifyKey};
 use keys::{KeyRing, ACCESS_TOKEN_TTL_SECS, ID_TOKEN_TTL_SECS};
 use metrics::Metrics;
+use prometheus::Registry;
+use ratelimit::RateLimiter;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -61,8 +65,18 @@ pub const MAX_SIGNATURE_BYTES: usize = 1024;
 pub const MAX_VERIFIED_TOKENS: usize = 50_000;
 /// Verified certificates remembered (~1 KiB each); cleared when full.
 pub const MAX_VERIFIED_CERTS: usize = 100_000;
-/// How often each instance sweeps challenges, reloads keys and CRLs, prunes assertion ids.
+/// How often each instance reloads keys and CRLs, prunes used assertion and challenge ids and
+/// forgets refilled rate-limit buckets.
 pub const MAINTENANCE_INTERVAL_SECS: u64 = 30;
+/// How long "no such relying party" is remembered: a flood of token requests for an unknown
+/// client costs one event-store read per id and window, and a newly registered RP is usable
+/// at another instance at most this much later (at once at the instance that registered it).
+pub const NEGATIVE_RP_CACHE_MS: i64 = 5_000;
+/// Unknown relying-party ids remembered at once; when full, no more are added (until the
+/// maintenance drops expired ones).
+pub const MAX_NEGATIVE_RPS: usize = 10_000;
+/// Label the challenge key is sealed under (associated data of its AES-GCM seal).
+const CHALLENGE_KEY_LABEL: &str = "auth_challenge_key";
 
 /// Everything login needs, shared by all requests.
 #[derive(Debug)]
@@ -73,11 +87,17 @@ pub struct Auth {
     /// Stored CRLs that no longer verify (e.g. their CA was removed from the anchors): not
     /// fetched and parsed again at every reload.
     crl_skipped: std::sync::Mutex<std::collections::HashSet<i64>>,
-    pub challenges: ChallengeStore,
+    pub challenges: Challenges,
+    claims: claims::ChallengeClaims,
     pub keys: KeyRing,
     pub db: AuthDb,
     audit: AuditSink,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
+    /// The registry `metrics` are registered in (the [`crate::startup::Application`]'s).
+    pub registry: Arc<Registry>,
+    pub limiter: RateLimiter,
+    /// Relying-party ids the write model did not know, until when (clock ms).
+    unknown_rps: dashmap::DashMap<String, i64>,
     pub identity: Arc<dyn Identity>,
     /// Access tokens whose signature and claims already verified: token → (RP id, exp).
     /// A token is immutable, so its verification result is too; expiry and the RP's status
@@ -99,13 +119,30 @@ pub enum AuthStartError {
     Keys(#[from] keys::KeyError),
     #[error("{0}")]
     Config(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Request context for audit and event metadata.
 #[derive(Debug, Clone)]
 pub struct Ctx {
+    /// Generated per request; a caller's `X-Correlation-Id` is adopted only once the caller
+    /// has authenticated ([`Ctx::adopt_correlation_id`]).
     pub correlation_id: Uuid,
     pub client_addr: Option<String>,
+    /// The peer address the rate limiter keys on.
+    pub peer: Option<std::net::IpAddr>,
+    /// The caller's `X-Correlation-Id`, if it was a UUID: not trusted until adopted.
+    pub offered_correlation_id: Option<Uuid>,
+}
+
+impl Ctx {
+    /// After the caller authenticated: its correlation id (if it sent one) is used from now.
+    pub fn adopt_correlation_id(&mut self) {
+        if let Some(id) = self.offered_correlation_id {
+            self.correlation_id = id;
+        }
+    }
 }
 
 fn problem(status: StatusCode, code: &str, title: &str) -> Problem {
@@ -135,7 +172,6 @@ fn revocation_problem(e: &RevocationError) -> Problem {
 
 fn challenge_problem(e: ChallengeError) -> Problem {
     let status = match e {
-        ChallengeError::Exhausted => StatusCode::TOO_MANY_REQUESTS,
         ChallengeError::Unknown => StatusCode::NOT_FOUND,
         ChallengeError::Used => StatusCode::CONFLICT,
         ChallengeError::Expired => StatusCode::GONE,
@@ -147,7 +183,7 @@ fn challenge_problem(e: ChallengeError) -> Problem {
 fn identity_problem(e: IdentityError) -> Problem {
     match e {
         IdentityError::Rejected { code, detail } => {
-            problem(StatusCode::FORBIDDEN, &code, "Refused by the write model").with_detail(detail)
+            Problem::coded(&code, "Refused by the write model").with_detail(detail)
         }
         IdentityError::Unavailable(d) => Problem::unavailable(d),
     }
@@ -260,7 +296,8 @@ pub struct TokenResponse {
 
 #[derive(Debug, Serialize)]
 pub struct ChallengeResponse {
-    pub challenge_id: Uuid,
+    /// Opaque: carries its own authenticated state (see [`challenge`]).
+    pub challenge_id: String,
     pub nonce: String,
     pub expires_at: String,
 }
@@ -328,6 +365,16 @@ impl Auth {
         pg: tokio_postgres::Config,
         identity: Arc<dyn Identity>,
     ) -> Result<Arc<Auth>, AuthStartError> {
+        Self::build_with_registry(settings, pg, identity, Arc::new(Registry::new())).await
+    }
+
+    /// [`Auth::build`] with its metrics registered into `registry` (the server's).
+    pub async fn build_with_registry(
+        settings: AuthSettings,
+        pg: tokio_postgres::Config,
+        identity: Arc<dyn Identity>,
+        registry: Arc<Registry>,
+    ) -> Result<Arc<Auth>, AuthStartError> {
         let anchors = match &settings.trust_anchors_dir {
             Some(dir) => TrustAnchors::from_dir(dir)?,
             None => TrustAnchors::shipped()?,
@@ -342,22 +389,29 @@ impl Auth {
                 None
             }
         };
+        let challenges = challenge_key(&db, &settings).await?;
         let keys = KeyRing::new(wrap);
         let rsa = operator_rsa_key(&settings).map_err(AuthStartError::Config)?;
         keys.init(&db, settings.id_token_alg, rsa.as_deref())
             .await?;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Metrics::register(&registry)?;
         let audit = AuditSink::spawn(db.clone(), metrics.clone());
+        let claims = claims::ChallengeClaims::spawn(db.clone());
+        let limiter = RateLimiter::new(settings.rate_limit);
         let auth = Arc::new(Auth {
             settings,
             anchors,
             crls: CrlSet::default(),
             crl_skipped: std::sync::Mutex::default(),
-            challenges: ChallengeStore::new(),
+            challenges,
+            claims,
             keys,
             db,
             audit,
             metrics,
+            registry,
+            limiter,
+            unknown_rps: dashmap::DashMap::new(),
             identity,
             verified_tokens: dashmap::DashMap::new(),
             verified_certs: dashmap::DashMap::new(),
@@ -382,7 +436,16 @@ impl Auth {
                 tick.tick().await;
                 let Some(auth) = weak.upgrade() else { return };
                 let now = auth.settings.clock.now_secs();
-                auth.challenges.sweep(auth.settings.clock.now_ms());
+                let now_ms = auth.settings.clock.now_ms();
+                auth.limiter.sweep(now_ms);
+                auth.unknown_rps.retain(|_, until| *until > now_ms);
+                if let Err(e) = auth
+                    .db
+                    .prune_challenges(now_ms - challenge::CLAIM_PRUNE_MARGIN_MS)
+                    .await
+                {
+                    tracing::warn!("used challenge pruning failed: {e}");
+                }
                 if let Err(e) = auth.keys.reload(&auth.db).await {
                     tracing::warn!("signing key reload failed: {e}");
                 }
@@ -403,13 +466,12 @@ impl Auth {
         self.keys
             .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
             .await
-            .map_err(|e| {
-                tracing::error!("signing-key rotation failed: {e}");
-                Problem::unavailable("the signing key could not be rotated; retry")
-            })
+            .map_err(Problem::unavailable)
     }
 
-    /// Records one attempt in `auth_audit`; true once committed.
+    /// Records one attempt of an authenticated caller (or an accepted one) in `auth_audit`;
+    /// true once committed. `rp_id` must be a validated id (or [`db::INVALID_VALUE`]); every
+    /// string is bounded and cleaned by [`db::audit_text`] anyway.
     pub async fn audit(
         &self,
         ctx: &Ctx,
@@ -419,15 +481,56 @@ impl Auth {
         cert: Option<String>,
     ) -> bool {
         self.audit
-            .record(AuditRecord {
+            .record(AuditEntry::Record(AuditRecord {
                 occurred_at: self.settings.clock.now(),
-                rp_id: rp_id.map(str::to_owned),
+                rp_id: rp_id.map(db::audit_text),
                 endpoint,
-                outcome: outcome.to_owned(),
-                cert_sha256: cert,
+                outcome: db::audit_text(outcome),
+                cert_sha256: cert.as_deref().map(db::audit_text),
                 correlation_id: ctx.correlation_id,
-                client_addr: ctx.client_addr.clone(),
+                client_addr: ctx.client_addr.as_deref().map(db::audit_text),
+            }))
+            .await
+    }
+
+    /// Before any work on an endpoint open to unauthenticated callers: 429 when the caller's
+    /// address has failed too often (see [`ratelimit`]). Costs no database work.
+    pub fn admit(&self, ctx: &Ctx, endpoint: &'static str) -> Result<(), Problem> {
+        self.limiter
+            .check(ctx.peer, self.settings.clock.now_ms())
+            .map_err(|l| {
+                self.metrics
+                    .rate_limited
+                    .with_label_values(&[endpoint])
+                    .inc();
+                Problem::coded("RATE_LIMITED", "Too many failed attempts from this address")
+                    .with_retry_after(l.retry_after_secs)
             })
+    }
+
+    /// A refusal of a caller that did not authenticate: added to its minute's counter in
+    /// `auth_refusal_count` (not a row of its own: nobody grows the audit trail without
+    /// credentials) and charged to its address's rate limit. True once committed.
+    pub async fn refuse_unauthenticated(
+        &self,
+        ctx: &Ctx,
+        endpoint: &'static str,
+        outcome: &str,
+    ) -> bool {
+        use chrono::DurationRound;
+        let now = self.settings.clock.now();
+        if !self.limiter.charge(ctx.peer, now.timestamp_millis()) {
+            self.metrics.rate_limiter_full.inc();
+        }
+        let minute = now
+            .duration_trunc(chrono::TimeDelta::minutes(1))
+            .unwrap_or(now);
+        self.audit
+            .record(AuditEntry::Refusal(RefusalKey {
+                minute,
+                endpoint,
+                outcome: db::audit_text(outcome),
+            }))
             .await
     }
 
@@ -458,11 +561,24 @@ impl Auth {
         let mut rp_seen: Option<String> = None;
         let result = self.token_inner(form, &mut rp_seen).await;
         match &result {
-            Ok(_) => Metrics::inc(&self.metrics.tokens_issued),
-            Err(_) => Metrics::inc(&self.metrics.token_refusals),
+            Ok(_) => self.metrics.tokens_issued.inc(),
+            Err(_) => self.metrics.token_refusals.inc(),
         }
-        self.finish(ctx, "oauth.token", rp_seen.as_deref(), None, result)
-            .await
+        match (&result, &rp_seen) {
+            // Nobody proved who they are: counted, not recorded one by one.
+            (Err(p), None) => {
+                self.refuse_unauthenticated(ctx, "oauth.token", &p.code)
+                    .await;
+                result
+            }
+            _ => {
+                // The assertion verified: the caller's correlation id may be used.
+                let mut ctx = ctx.clone();
+                ctx.adopt_correlation_id();
+                self.finish(&ctx, "oauth.token", rp_seen.as_deref(), None, result)
+                    .await
+            }
+        }
     }
 
     async fn token_inner(
@@ -521,7 +637,6 @@ impl Auth {
         }
         let rp_id = claims.iss.clone();
         let rp = self.active_rp(&rp_id).await?;
-        *rp_seen = Some(rp_id.clone());
         let key = VerifyKey::from_jwk(&rp.jwk)
             .map_err(|e| unauthorized("CLIENT_KEY_UNUSABLE", e.to_string()))?;
         jws.verify(&key).map_err(|_| {
@@ -530,6 +645,8 @@ impl Auth {
                 "signature does not verify with the registered key",
             )
         })?;
+        // From here on the caller is this RP: its refusals are audited as its attempts.
+        *rp_seen = Some(rp_id.clone());
         // Claims are checked only after the signature: nothing unsigned reaches the jti table.
         let now = self.settings.clock.now_secs();
         let endpoint = self.settings.token_endpoint();
@@ -543,6 +660,15 @@ impl Auth {
             ));
         }
         let keep_jti_until = check_assertion_times(now, claims.exp, claims.nbf)?;
+        // Every value is validated before it reaches PostgreSQL (whose text refuses NUL).
+        if claims.jti.chars().any(char::is_control) {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "ASSERTION_MALFORMED",
+                "Malformed client assertion",
+            )
+            .with_detail("jti must not contain control characters"));
+        }
         if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
             return Err(unauthorized(
                 "ASSERTION_JTI",
@@ -553,17 +679,14 @@ impl Auth {
             .db
             .claim_jti(&rp_id, &claims.jti, keep_jti_until)
             .await
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
+            .map_err(Problem::unavailable)?;
         if !fresh {
             return Err(unauthorized(
                 "ASSERTION_REPLAYED",
                 "this jti was already used",
             ));
         }
-        let key = self
-            .keys
-            .active()
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let key = self.keys.active().map_err(Problem::unavailable)?;
         let access = AccessClaims {
             iss: self.settings.issuer.clone(),
             sub: rp_id,
@@ -583,14 +706,34 @@ impl Auth {
         })
     }
 
-    /// The RP, if it exists and is active.
+    /// The RP, if it exists and is active. An id that is no valid RP id, or that the write
+    /// model recently did not know, is answered without asking it (no event-store read).
     async fn active_rp(&self, rp_id: &str) -> Result<identity::RelyingParty, Problem> {
-        let rp = self
+        let unknown = || unauthorized("CLIENT_UNKNOWN", "no such relying party");
+        if mykey_domain::RelyingPartyId::parse(rp_id).is_err() {
+            return Err(unknown());
+        }
+        let now_ms = self.settings.clock.now_ms();
+        if self
+            .unknown_rps
+            .get(rp_id)
+            .is_some_and(|until| *until > now_ms)
+        {
+            return Err(unknown());
+        }
+        self.metrics.rp_lookups.inc();
+        let found = self
             .identity
             .relying_party(rp_id)
             .await
-            .map_err(identity_problem)?
-            .ok_or_else(|| unauthorized("CLIENT_UNKNOWN", "no such relying party"))?;
+            .map_err(identity_problem)?;
+        let Some(rp) = found else {
+            if self.unknown_rps.len() < MAX_NEGATIVE_RPS {
+                self.unknown_rps
+                    .insert(rp_id.to_owned(), now_ms + NEGATIVE_RP_CACHE_MS);
+            }
+            return Err(unknown());
+        };
         match rp.status {
             RpStatus::Active => Ok(rp),
             RpStatus::Suspended => Err(problem(
@@ -606,7 +749,13 @@ impl Auth {
         }
     }
 
-    /// Counts and audits a refused attempt on `endpoint`.
+    /// Forgets that `rp_id` was unknown (it was just registered here).
+    pub fn forget_unknown_rp(&self, rp_id: &str) {
+        self.unknown_rps.remove(rp_id);
+    }
+
+    /// Counts and audits a refused attempt on `endpoint`: as the RP's attempt when one is
+    /// authenticated, else on the unauthenticated refusal counters.
     pub async fn refuse(
         &self,
         ctx: &Ctx,
@@ -614,8 +763,15 @@ impl Auth {
         rp_id: Option<&str>,
         p: &Problem,
     ) {
-        Metrics::inc(&self.metrics.login_refusals);
-        self.audit(ctx, endpoint, rp_id, &p.code, None).await;
+        self.metrics.login_refusals.inc();
+        match rp_id {
+            Some(_) => {
+                self.audit(ctx, endpoint, rp_id, &p.code, None).await;
+            }
+            None => {
+                self.refuse_unauthenticated(ctx, endpoint, &p.code).await;
+            }
+        }
     }
 
     /// [`Auth::authenticate`], auditing a refusal as an attempt on `endpoint`.
@@ -679,23 +835,15 @@ impl Auth {
 
     // ---- challenges and logins ----
 
-    /// POST /v1/auth/challenges.
-    pub async fn challenge(&self, rp_id: &str, ctx: &Ctx) -> Result<ChallengeResponse, Problem> {
-        let result = self
-            .challenges
-            .issue(rp_id, self.settings.clock.now_ms())
-            .map(|c| ChallengeResponse {
-                challenge_id: c.id,
-                nonce: jws::b64(&c.nonce),
-                expires_at: rfc3339(c.expires_at_ms, true),
-            })
-            .map_err(challenge_problem);
-        // Issuing a challenge is not a login attempt; only refusals (a flood) are audited.
-        if let Err(p) = &result {
-            self.audit(ctx, "auth.challenge", Some(rp_id), &p.code, None)
-                .await;
+    /// POST /v1/auth/challenges. Stateless (see [`challenge`]): no storage, never refused
+    /// once the RP is authenticated, and not an attempt to audit.
+    pub fn challenge(&self, rp_id: &str) -> ChallengeResponse {
+        let c = self.challenges.issue(rp_id, self.settings.clock.now_ms());
+        ChallengeResponse {
+            challenge_id: c.token,
+            nonce: challenge::b64(&c.nonce),
+            expires_at: rfc3339(c.expires_at_ms, true),
         }
-        result
     }
 
     fn decode_certificate(&self, b64: &str) -> Result<Vec<u8>, Problem> {
@@ -741,7 +889,7 @@ impl Auth {
             )
             .map_err(|e| {
                 if e != RevocationError::Revoked {
-                    Metrics::inc(&self.metrics.crl_stale_refusals);
+                    self.metrics.crl_stale_refusals.inc();
                     tracing::error!(ca = %cert.anchor.label, "login refused: {e} (alert)");
                 }
                 revocation_problem(&e)
@@ -755,10 +903,7 @@ impl Auth {
         ppid: &str,
         acr: &'static str,
     ) -> Result<(String, i64), Problem> {
-        let key = self
-            .keys
-            .active()
-            .map_err(|e| Problem::unavailable(e.to_string()))?;
+        let key = self.keys.active().map_err(Problem::unavailable)?;
         let now = self.settings.clock.now_secs();
         let exp = now + ID_TOKEN_TTL_SECS;
         let claims = IdClaims {
@@ -812,13 +957,21 @@ impl Auth {
                     "Malformed signature",
                 )
             })?;
-        let challenge_id = Uuid::parse_str(&body.challenge_id)
-            .map_err(|_| challenge_problem(ChallengeError::Unknown))?;
-        // Consumed before the certificate is checked: a failed attempt burns its challenge.
-        let nonce = self
+        let opened = self
             .challenges
-            .take(challenge_id, rp_id, self.settings.clock.now_ms())
+            .open(&body.challenge_id, rp_id, self.settings.clock.now_ms())
             .map_err(challenge_problem)?;
+        // Consumed before the certificate is checked: a failed attempt burns its challenge.
+        // The claim is the one database write of a challenge: any instance, exactly once.
+        let fresh = self
+            .claims
+            .claim(opened.id, opened.expires_at_ms)
+            .await
+            .map_err(Problem::unavailable)?;
+        if !fresh {
+            return Err(challenge_problem(ChallengeError::Used));
+        }
+        let nonce = opened.nonce;
         let cert = self.check_certificate(&der, &fp)?;
         if !cert.verify_signature(&nonce, &signature) {
             return Err(problem(
@@ -894,12 +1047,41 @@ impl Auth {
             .await
     }
 
-    fn count<T>(&self, result: &Result<T, Problem>, ok: &std::sync::atomic::AtomicU64) {
+    fn count<T>(&self, result: &Result<T, Problem>, ok: &prometheus::IntCounter) {
         match result {
-            Ok(_) => Metrics::inc(ok),
-            Err(_) => Metrics::inc(&self.metrics.login_refusals),
+            Ok(_) => ok.inc(),
+            Err(_) => self.metrics.login_refusals.inc(),
         }
     }
+}
+
+/// The challenge MAC key shared through the database, sealed under the key-encryption key
+/// when one is configured.
+async fn challenge_key(db: &AuthDb, settings: &AuthSettings) -> Result<Challenges, AuthStartError> {
+    use ring::rand::SecureRandom;
+    let wrap = match &settings.key_encryption_key_file {
+        Some(path) => Some(keywrap::KeyWrap::from_file(path).map_err(keys::KeyError::from)?),
+        None => None,
+    };
+    let mut secret = [0u8; challenge::CHALLENGE_KEY_BYTES];
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| AuthStartError::Config("no randomness for the challenge key".into()))?;
+    let candidate = match &wrap {
+        Some(w) => w
+            .seal(CHALLENGE_KEY_LABEL, &secret)
+            .map_err(keys::KeyError::from)?,
+        None => secret.to_vec(),
+    };
+    let stored = db.challenge_secret(&candidate).await?;
+    let secret =
+        keywrap::open(wrap.as_ref(), CHALLENGE_KEY_LABEL, &stored).map_err(keys::KeyError::from)?;
+    if secret.len() != challenge::CHALLENGE_KEY_BYTES {
+        return Err(AuthStartError::Config(
+            "stored challenge key has the wrong length".into(),
+        ));
+    }
+    Ok(Challenges::new(&secret))
 }
 
 /// The operator-supplied RSA key new RS256 signing keys are made from (ring cannot generate

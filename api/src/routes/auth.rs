@@ -4,7 +4,7 @@
 use super::oauth::ctx;
 use crate::auth::{Auth, Ctx, KazashiBody, LoginBody};
 use crate::errors::Problem;
-use actix_web::{get, post, web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
@@ -36,11 +36,11 @@ where
 #[post("/v1/auth/challenges")]
 pub async fn challenge(auth: web::Data<Auth>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
+    auth.admit(&ctx, "auth.challenge")?;
     let rp = auth
         .authenticate_for(bearer(&req), "auth.challenge", &ctx)
         .await?;
-    let c = auth.challenge(&rp, &ctx).await?;
-    Ok(no_store(HttpResponse::Created(), &c))
+    Ok(no_store(HttpResponse::Created(), &auth.challenge(&rp)))
 }
 
 /// What every login endpoint does before its own work: authenticate the relying party, then
@@ -51,8 +51,10 @@ async fn authenticated_attempt<T: serde::de::DeserializeOwned>(
     payload: web::Payload,
     endpoint: &'static str,
 ) -> Result<(Ctx, String, T), Problem> {
-    let ctx = ctx(req);
+    let mut ctx = ctx(req);
+    auth.admit(&ctx, endpoint)?;
     let rp = auth.authenticate_for(bearer(req), endpoint, &ctx).await?;
+    ctx.adopt_correlation_id();
     let body: web::Json<T> = attempt_body(auth, req, payload, &ctx, endpoint, Some(&rp)).await?;
     Ok((ctx, rp, body.into_inner()))
 }
@@ -95,15 +97,20 @@ pub async fn kazashi(
     ))
 }
 
-/// Login counters (Prometheus text). `mykey_crl_stale_refusals_total` is the CRL alert.
-#[get("/metrics")]
-pub async fn metrics(auth: web::Data<Auth>) -> HttpResponse {
+/// The server's metrics registry (Prometheus text). `mykey_crl_stale_refusals_total` is the
+/// CRL alert. Served on the public port, or only on `MYKEY_METRICS_LISTEN` when that is set.
+pub async fn metrics(registry: web::Data<prometheus::Registry>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(auth.metrics.render())
+        .body(crate::auth::metrics::render(&registry))
 }
 
-/// Registers the login, token, discovery, metrics and operator routes.
+/// Registers `GET /metrics`.
+pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
+}
+
+/// Registers the login, token, discovery and operator routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/oauth/token")
@@ -117,7 +124,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(challenge)
     .service(login)
     .service(kazashi)
-    .service(metrics)
     .service(super::wellknown::openid_configuration)
     .service(super::wellknown::jwks);
     super::operator::configure(cfg);

@@ -9,17 +9,20 @@ use uuid::Uuid;
 /// The token form holds one JWT; 16 KiB is generous.
 pub const MAX_FORM_BODY: usize = 16 * 1024;
 
-/// Correlation id from `X-Correlation-Id` when it is a UUID, else a fresh one.
+/// A request's context: a fresh correlation id (the caller's `X-Correlation-Id`, when a
+/// UUID, is kept aside until the caller has authenticated) and the peer address.
 pub fn ctx(req: &HttpRequest) -> Ctx {
-    let correlation_id = req
+    let offered_correlation_id = req
         .headers()
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or_else(Uuid::new_v4);
+        .and_then(|v| Uuid::parse_str(v).ok());
+    let peer = req.peer_addr().map(|a| a.ip());
     Ctx {
-        correlation_id,
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+        correlation_id: Uuid::new_v4(),
+        client_addr: peer.map(|ip| ip.to_string()),
+        peer,
+        offered_correlation_id,
     }
 }
 
@@ -44,6 +47,7 @@ pub async fn token(
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
+    auth.admit(&ctx, "oauth.token")?;
     let form: web::Form<TokenForm> =
         super::auth::attempt_body(&auth, &req, payload, &ctx, "oauth.token", None).await?;
     let resp = auth.token(form.into_inner(), &ctx).await?;

@@ -7,8 +7,10 @@
 //! With no token configured these endpoints answer 403 OPERATOR_DISABLED.
 
 use super::oauth::ctx;
+use crate::auth::db::INVALID_VALUE;
 use crate::auth::identity::{Actor, RpStatus};
 use crate::auth::{jws::VerifyKey, Auth, Ctx};
+use crate::codes::ApiCode;
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
@@ -18,8 +20,8 @@ use serde::Deserialize;
 pub const MAX_OPERATOR_BODY: usize = crate::auth::crl::MAX_CRL_BYTES;
 
 /// The operator behind the request. `c` is the request's context, shared with its audit row so
-/// both carry one correlation id.
-fn operator(auth: &Auth, req: &HttpRequest, c: &Ctx) -> Result<Actor, Problem> {
+/// both carry one correlation id (the operator's own `X-Correlation-Id` once authenticated).
+fn operator(auth: &Auth, req: &HttpRequest, c: &mut Ctx) -> Result<Actor, Problem> {
     let operators = &auth.settings.operators;
     if operators.is_empty() {
         return Err(Problem::new(
@@ -41,6 +43,7 @@ fn operator(auth: &Auth, req: &HttpRequest, c: &Ctx) -> Result<Actor, Problem> {
             "Operator token required",
         ));
     };
+    c.adopt_correlation_id();
     Ok(Actor {
         actor_id: operator_id.to_owned(),
         role: "operator".to_owned(),
@@ -49,7 +52,8 @@ fn operator(auth: &Auth, req: &HttpRequest, c: &Ctx) -> Result<Actor, Problem> {
     })
 }
 
-/// Records an operator attempt (accepted or refused) in the audit trail.
+/// Records an operator attempt (accepted or refused) in the audit trail; a caller that is no
+/// operator only moves the unauthenticated refusal counters.
 async fn audited(
     auth: &Auth,
     c: &Ctx,
@@ -57,12 +61,32 @@ async fn audited(
     rp_id: Option<&str>,
     result: Result<HttpResponse, Problem>,
 ) -> Result<HttpResponse, Problem> {
-    let outcome = match &result {
-        Ok(_) => "OK".to_owned(),
-        Err(p) => p.code.clone(),
-    };
-    auth.audit(c, endpoint, rp_id, &outcome, None).await;
+    match &result {
+        Err(p)
+            if matches!(
+                ApiCode::parse(&p.code),
+                Some(ApiCode::OPERATOR_UNAUTHORIZED | ApiCode::OPERATOR_DISABLED)
+            ) =>
+        {
+            auth.refuse_unauthenticated(c, endpoint, &p.code).await;
+        }
+        Ok(_) => {
+            auth.audit(c, endpoint, rp_id, "OK", None).await;
+        }
+        Err(p) => {
+            auth.audit(c, endpoint, rp_id, &p.code, None).await;
+        }
+    }
     result
+}
+
+/// A relying-party id from the request as the audit trail may record it: the id when it is
+/// valid, [`INVALID_VALUE`] otherwise (never the raw text: it may hold NUL or be huge).
+fn audited_rp_id(raw: &str) -> String {
+    match mykey_domain::RelyingPartyId::parse(raw) {
+        Ok(id) => id.to_string(),
+        Err(_) => INVALID_VALUE.to_owned(),
+    }
 }
 
 /// POST /v1/operator/crls. Body: the CRL in DER (`application/pkix-crl`).
@@ -71,9 +95,10 @@ pub async fn load_crl(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let c = ctx(&req);
+    let mut c = ctx(&req);
+    auth.admit(&c, "operator")?;
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req, &c)?;
+        let actor = operator(&auth, &req, &mut c)?;
         let body: web::Bytes = super::extract_body(&req, payload).await?;
         Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
     }
@@ -87,9 +112,10 @@ pub async fn import_renewals(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let c = ctx(&req);
+    let mut c = ctx(&req);
+    auth.admit(&c, "operator")?;
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req, &c)?;
+        let actor = operator(&auth, &req, &mut c)?;
         let body: web::Bytes = super::extract_body(&req, payload).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| Problem::malformed_body().with_detail("CSV must be UTF-8"))?;
@@ -104,9 +130,10 @@ pub async fn rotate_signing_key(
     auth: web::Data<Auth>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    let c = ctx(&req);
+    let mut c = ctx(&req);
+    auth.admit(&c, "operator")?;
     let result: Result<HttpResponse, Problem> = async {
-        operator(&auth, &req, &c)?;
+        operator(&auth, &req, &mut c)?;
         let kid = auth.rotate_signing_key().await?;
         Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
     }
@@ -135,10 +162,11 @@ fn check_jwk(jwk: &serde_json::Value) -> Result<(), Problem> {
     })
 }
 
+/// A write-model refusal: its status from the code table ([`crate::codes`]).
 fn identity_problem(e: crate::auth::identity::IdentityError) -> Problem {
     match e {
         crate::auth::identity::IdentityError::Rejected { code, detail } => {
-            Problem::new(StatusCode::CONFLICT, &code, "Refused").with_detail(detail)
+            Problem::coded(&code, "Refused").with_detail(detail)
         }
         crate::auth::identity::IdentityError::Unavailable(d) => Problem::unavailable(d),
     }
@@ -150,12 +178,13 @@ pub async fn register_rp(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let c = ctx(&req);
+    let mut c = ctx(&req);
+    auth.admit(&c, "operator")?;
     let mut rp_id = None;
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req, &c)?;
+        let actor = operator(&auth, &req, &mut c)?;
         let body: web::Json<RegisterRp> = super::extract_body(&req, payload).await?;
-        rp_id = Some(body.id.clone());
+        rp_id = Some(audited_rp_id(&body.id));
         check_jwk(&body.jwk)?;
         auth.identity
             .register_relying_party(
@@ -168,6 +197,7 @@ pub async fn register_rp(
             )
             .await
             .map_err(identity_problem)?;
+        auth.forget_unknown_rp(&body.id);
         Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.id })))
     }
     .await;
@@ -186,10 +216,11 @@ pub async fn rotate_rp_key(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let c = ctx(&req);
-    let rp_id = id.to_string();
+    let mut c = ctx(&req);
+    auth.admit(&c, "operator")?;
+    let rp_id = audited_rp_id(&id);
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req, &c)?;
+        let actor = operator(&auth, &req, &mut c)?;
         let body: web::Json<RotateRpKey> = super::extract_body(&req, payload).await?;
         check_jwk(&body.jwk)?;
         auth.identity
@@ -208,10 +239,11 @@ pub async fn rp_status(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
-    let c = ctx(&req);
-    let rp_id = path.0.clone();
+    let mut c = ctx(&req);
+    auth.admit(&c, "operator")?;
+    let rp_id = audited_rp_id(&path.0);
     let result: Result<HttpResponse, Problem> = async {
-        let actor = operator(&auth, &req, &c)?;
+        let actor = operator(&auth, &req, &mut c)?;
         let (id, action) = path.into_inner();
         let status = match action.as_str() {
             "suspend" => RpStatus::Suspended,

@@ -55,9 +55,19 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0100_auth.sql"),
     },
     Migration {
+        version: 101,
+        name: "0101_auth_hardening",
+        sql: include_str!("../../migrations/0101_auth_hardening.sql"),
+    },
+    Migration {
         version: 110,
         name: "0110_auth_runtime_grants",
         sql: include_str!("../../migrations/0110_auth_runtime_grants.sql"),
+    },
+    Migration {
+        version: 111,
+        name: "0111_auth_hardening_grants",
+        sql: include_str!("../../migrations/0111_auth_hardening_grants.sql"),
     },
 ];
 
