@@ -142,4 +142,9 @@ pub trait Projection: Send + Sync + 'static {
     fn migrations(&self) -> &'static [&'static str];
     /// The read-model changes this event causes (none for events it does not care about).
     fn apply(&self, event: Recorded<'_>, out: &mut Vec<Change>) -> Result<(), ApplyError>;
+    /// The projection's own source text (`include_str!` of its module), for the fingerprint
+    /// guard: a changed source with an unchanged `version` fails a test.
+    fn source(&self) -> &'static str {
+        ""
+    }
 }
