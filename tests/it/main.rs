@@ -3,5 +3,6 @@
 mod auth;
 mod commands;
 mod pki;
+mod read_models;
 mod server;
 mod store;
