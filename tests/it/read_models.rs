@@ -153,6 +153,28 @@ async fn the_workload_has_every_event_type_and_every_projection_applies_it() {
     let names: BTreeSet<&str> = all.iter().map(|p| p.name()).collect();
     assert_eq!(names.len(), all.len(), "projection names are unique");
     for p in &all {
+        // An event outside the projection's categories must change nothing: the runner
+        // skips those without decoding them.
+        for env in &events {
+            if p.categories().contains(&env.stream_id.category()) {
+                continue;
+            }
+            let event = decode_any(env).unwrap_or_else(|e| panic!("decode: {e}"));
+            let mut changes = Vec::new();
+            let applied = p.apply(
+                Recorded {
+                    envelope: env,
+                    event: &event,
+                },
+                &mut changes,
+            );
+            assert!(
+                applied.is_ok() && changes.is_empty(),
+                "{} reads {} outside its categories",
+                p.name(),
+                env.event_type
+            );
+        }
         let schema = project(&mut client, p.as_ref(), &events).await;
         assert!(
             dump(&client, &schema).await.lines().count() > 2,

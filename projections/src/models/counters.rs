@@ -14,9 +14,13 @@ use super::programs::ApplicationStatus;
 use super::{int, schema, stream_id, text_enum, tokyo_day, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::NaiveDate;
+use mykey_domain::application::Application;
 use mykey_domain::application::{ApplicationEvent, ReviewOutcome};
+use mykey_domain::patch::Patch;
 use mykey_domain::patch::PatchEvent;
+use mykey_domain::ppid::PpidAggregate;
 use mykey_domain::ppid::PpidEvent;
+use mykey_domain::Aggregate;
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
 use tokio_postgres::GenericClient;
@@ -86,6 +90,13 @@ impl Projection for DailyCounters {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[
+            PpidAggregate::CATEGORY,
+            Application::CATEGORY,
+            Patch::CATEGORY,
+        ]
     }
     fn source(&self) -> &'static str {
         include_str!("counters.rs")

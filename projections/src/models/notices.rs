@@ -5,7 +5,9 @@
 use super::{position, schema, stream_id, Page, PageRequest, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::maintenance::Maintenance;
 use mykey_domain::maintenance::{MaintenanceEvent, NoticeDetails};
+use mykey_domain::Aggregate;
 use mykey_domain::NoticeId;
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
@@ -49,6 +51,9 @@ impl Projection for Notices {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[Maintenance::CATEGORY]
     }
     fn source(&self) -> &'static str {
         include_str!("notices.rs")

@@ -6,7 +6,12 @@
 use super::{outcome_json, position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::application::Application;
+use mykey_domain::patch::Patch;
 use mykey_domain::patch::{PatchAction, PatchEvent, PlannedAppend};
+use mykey_domain::ppid::PpidAggregate;
+use mykey_domain::subject::Subject;
+use mykey_domain::Aggregate;
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -126,6 +131,15 @@ impl Projection for Patches {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        // Patch effects land on these streams (the compensations a patch can make).
+        &[
+            Patch::CATEGORY,
+            PpidAggregate::CATEGORY,
+            Subject::CATEGORY,
+            Application::CATEGORY,
+        ]
     }
     fn source(&self) -> &'static str {
         include_str!("patches.rs")

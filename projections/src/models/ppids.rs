@@ -9,7 +9,9 @@
 use super::{int, position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::ppid::PpidAggregate;
 use mykey_domain::ppid::{PpidEvent, RevokedBy};
+use mykey_domain::Aggregate;
 use mykey_domain::{Ppid, RelyingPartyId};
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
@@ -59,6 +61,9 @@ impl Projection for Ppids {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[PpidAggregate::CATEGORY]
     }
     fn source(&self) -> &'static str {
         include_str!("ppids.rs")

@@ -11,8 +11,11 @@ use super::{
 };
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::application::Application;
 use mykey_domain::application::{ApplicationEvent, ReviewOutcome};
+use mykey_domain::program::Program;
 use mykey_domain::program::ProgramEvent;
+use mykey_domain::Aggregate;
 use mykey_domain::{ApplicationId, ProgramId, RelyingPartyId, SubjectId};
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
@@ -306,6 +309,9 @@ impl Projection for Programs {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[Program::CATEGORY, Application::CATEGORY]
     }
     fn source(&self) -> &'static str {
         include_str!("programs.rs")

@@ -5,7 +5,9 @@
 use super::{position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::relying_party::RelyingParty;
 use mykey_domain::relying_party::{RelyingPartyEvent, RpKind};
+use mykey_domain::Aggregate;
 use mykey_domain::RelyingPartyId;
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
@@ -75,6 +77,9 @@ impl Projection for RelyingParties {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[RelyingParty::CATEGORY]
     }
     fn source(&self) -> &'static str {
         include_str!("relying_parties.rs")

@@ -7,8 +7,11 @@
 use super::{position, schema, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::certificate::Certificate;
 use mykey_domain::certificate::CertificateEvent;
+use mykey_domain::subject::Subject;
 use mykey_domain::subject::SubjectEvent;
+use mykey_domain::Aggregate;
 use mykey_domain::SubjectId;
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
@@ -171,6 +174,9 @@ impl Projection for Subjects {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[Certificate::CATEGORY, Subject::CATEGORY]
     }
     fn source(&self) -> &'static str {
         include_str!("subjects.rs")

@@ -4,7 +4,9 @@
 use super::{position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
+use mykey_domain::test_card::TestCard;
 use mykey_domain::test_card::{BorrowerKind, TestCardEvent};
+use mykey_domain::Aggregate;
 use mykey_domain::TestCardId;
 use mykey_schemas::AnyEvent;
 use serde::Serialize;
@@ -63,6 +65,9 @@ impl Projection for TestCards {
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[TestCard::CATEGORY]
     }
     fn source(&self) -> &'static str {
         include_str!("test_cards.rs")
