@@ -7,5 +7,6 @@
 pub mod exec;
 pub mod models;
 pub mod projection;
+pub mod reports;
 
 pub use projection::{ApplyError, Change, Param, Projection, Recorded};

@@ -4,5 +4,6 @@ mod auth;
 mod commands;
 mod pki;
 mod read_models;
+mod reports;
 mod server;
 mod store;
