@@ -199,6 +199,23 @@ async fn ppids_per_relying_party_never_name_the_subject() {
         {"ppid":"00000000000000000000000000000022","relying_party":"city-1","status":"active","revoked_by":null,"changed_by":null,"patch_id":null,"reason":null,"issued_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":30}
         {"ppid":"00000000000000000000000000000027","relying_party":"psp-1","status":"revoked","revoked_by":"citizen","changed_by":null,"patch_id":null,"reason":null,"issued_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":40}
     "#]]).await;
+    let columns: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1",
+            &[&s],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(columns.contains(&"ppid".to_owned()));
+    for c in &columns {
+        assert!(
+            !c.contains("subject") && !c.contains("cert") && !c.contains("serial"),
+            "the PPID read model must not hold {c}"
+        );
+    }
     let city = rp("city-1");
     let list = walk!(
         |req: PageRequest| {
@@ -568,4 +585,69 @@ async fn daily_counters_per_asia_tokyo_day() {
         counters::counters(&client, &s, day, day - chrono::Duration::days(1)).await,
         Err(QueryError::BadRange { .. })
     ));
+}
+
+/// A `PpidIssued` in stored form, recorded at `at`.
+fn issued_at(n: u64, at: chrono::DateTime<chrono::Utc>) -> EventEnvelope {
+    use mykey_domain::ppid::{PpidAggregate, PpidEvent};
+    use mykey_schemas::{EventCodec, EventMetadata, NewEvent, StreamId, GENESIS_HASH};
+    let ppid = Ppid::from_uuid(uuid::Uuid::from_u128(u128::from(n)));
+    let encoded = PpidAggregate::encode(&PpidEvent::Issued {
+        ppid: ppid.clone(),
+        subject: SubjectId(uuid::Uuid::from_u128(7)),
+        relying_party: rp("city-1"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let id = uuid::Uuid::from_u128(u128::from(n));
+    EventEnvelope::seal(
+        NewEvent {
+            event_id: id,
+            event_type: encoded.event_type.to_owned(),
+            schema_version: encoded.schema_version,
+            payload: encoded.payload,
+        },
+        StreamId::parse(&format!("ppid-{ppid}")).unwrap_or_else(|e| panic!("{e}")),
+        1,
+        n,
+        EventMetadata {
+            actor_id: "login".into(),
+            actor_role: "system".into(),
+            command_id: id,
+            correlation_id: id,
+            causation_id: id,
+            patch_id: None,
+            client_addr: None,
+        },
+        at,
+        GENESIS_HASH,
+    )
+}
+
+#[tokio::test]
+async fn a_counter_day_ends_at_midnight_asia_tokyo_not_utc() {
+    use chrono::TimeZone;
+    let utc = |h, m, s, us| {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 29, h, m, s)
+            .single()
+            .unwrap_or_else(|| panic!("time"))
+            + chrono::Duration::microseconds(us)
+    };
+    // 23:59:59.999999 and 00:00:00 in Tokyo; 08:59 and 09:00 Tokyo are one day (UTC midnight).
+    let events = [
+        issued_at(1, utc(14, 59, 59, 999_999)),
+        issued_at(2, utc(15, 0, 0, 0)),
+        issued_at(3, utc(23, 59, 0, 0)),
+        issued_at(4, utc(0, 0, 0, 0) + chrono::Duration::days(1)),
+    ];
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    let schema = project(&mut client, &counters::DailyCounters, &events).await;
+    expect![[r#"
+        == application_program
+        == daily_counter
+        {"day":"2026-11-29","metric":"ppids_issued","key":"city-1","status":"","value":1}
+        {"day":"2026-11-30","metric":"ppids_issued","key":"city-1","status":"","value":3}
+    "#]]
+    .assert_eq(&dump(&client, &schema).await);
 }
