@@ -56,7 +56,7 @@ async fn project(client: &mut Client, p: &dyn Projection, events: &[EventEnvelop
         .unwrap_or_else(|e| panic!("{} at {}: {e}", p.name(), env.global_position));
         run_changes(&tx, &changes).await.unwrap_or_else(|e| {
             panic!(
-                "{} at {} ({}): {e}",
+                "{} at {} ({}): {e:?}",
                 p.name(),
                 env.global_position,
                 env.event_type
@@ -587,17 +587,16 @@ async fn daily_counters_per_asia_tokyo_day() {
     ));
 }
 
-/// A `PpidIssued` in stored form, recorded at `at`.
-fn issued_at(n: u64, at: chrono::DateTime<chrono::Utc>) -> EventEnvelope {
-    use mykey_domain::ppid::{PpidAggregate, PpidEvent};
+/// An event of the PPID stream of PPID number `n`, in stored form, at log position `n`.
+fn ppid_event(
+    n: u64,
+    event: &mykey_domain::ppid::PpidEvent,
+    at: chrono::DateTime<chrono::Utc>,
+) -> EventEnvelope {
+    use mykey_domain::ppid::PpidAggregate;
     use mykey_schemas::{EventCodec, EventMetadata, NewEvent, StreamId, GENESIS_HASH};
     let ppid = Ppid::from_uuid(uuid::Uuid::from_u128(u128::from(n)));
-    let encoded = PpidAggregate::encode(&PpidEvent::Issued {
-        ppid: ppid.clone(),
-        subject: SubjectId(uuid::Uuid::from_u128(7)),
-        relying_party: rp("city-1"),
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let encoded = PpidAggregate::encode(event).unwrap_or_else(|e| panic!("{e}"));
     let id = uuid::Uuid::from_u128(u128::from(n));
     EventEnvelope::seal(
         NewEvent {
@@ -621,6 +620,58 @@ fn issued_at(n: u64, at: chrono::DateTime<chrono::Utc>) -> EventEnvelope {
         at,
         GENESIS_HASH,
     )
+}
+
+/// A `PpidIssued` for PPID number `n`, recorded at `at`.
+fn issued_at(n: u64, at: chrono::DateTime<chrono::Utc>) -> EventEnvelope {
+    let ppid = Ppid::from_uuid(uuid::Uuid::from_u128(u128::from(n)));
+    let event = mykey_domain::ppid::PpidEvent::Issued {
+        ppid,
+        subject: SubjectId(uuid::Uuid::from_u128(7)),
+        relying_party: rp("city-1"),
+    };
+    ppid_event(n, &event, at)
+}
+
+#[tokio::test]
+async fn an_event_the_read_model_cannot_place_fails_its_batch() {
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    let p = ppids::Ppids;
+    let revoked = ppid_event(
+        1,
+        &mykey_domain::ppid::PpidEvent::Revoked {
+            by: mykey_domain::ppid::RevokedBy::Citizen,
+        },
+        mykey_commands::testing::t0(),
+    );
+    let event = decode_any(&revoked).unwrap_or_else(|e| panic!("{e}"));
+    let mut changes = Vec::new();
+    p.apply(
+        Recorded {
+            envelope: &revoked,
+            event: &event,
+        },
+        &mut changes,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tx = client.transaction().await.unwrap_or_else(|e| panic!("{e}"));
+    create_schema(&tx, "ppids_poison", &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    match run_changes(&tx, &changes).await {
+        Ok(()) => panic!("a revocation of an unknown PPID was applied silently"),
+        Err(e) => {
+            let detail = e
+                .as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_default();
+            assert!(
+                detail.contains("read model inconsistent: 0 rows of ppid"),
+                "{e:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@
 //! Readers: operators, auditors, the reports.
 
 use super::programs::ApplicationStatus;
-use super::{int, schema, stream_id, text_enum, tokyo_day, QueryError};
+use super::{int, schema, stream_id, text_enum, tokyo_day, QueryError, EXPECT_ROW};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::NaiveDate;
 use mykey_domain::application::Application;
@@ -28,7 +28,9 @@ use tokio_postgres::GenericClient;
 #[derive(Debug, Clone, Copy)]
 pub struct DailyCounters;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE daily_counter (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE daily_counter (
         day    date NOT NULL,
         metric text NOT NULL,
         key    text NOT NULL,
@@ -39,7 +41,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE daily_counter (
     CREATE TABLE application_program (
         application text PRIMARY KEY,
         program     text NOT NULL
-    );"];
+    );",
+];
 
 text_enum!(
     /// What a counter counts. `key` is the relying party (PPIDs), the program (applications
@@ -62,10 +65,12 @@ const ADD: &str = "INSERT INTO daily_counter (day, metric, key, status, value) \
 /// Adds to a counter keyed by the application's program (application events after the
 /// submission do not repeat the program, and the id cannot be split: program ids may hold
 /// the separator).
-const ADD_FOR_APPLICATION: &str = "INSERT INTO daily_counter (day, metric, key, status, value) \
+const ADD_FOR_APPLICATION: &str = "WITH added AS (\
+     INSERT INTO daily_counter (day, metric, key, status, value) \
      SELECT $1::text::date, $2, program, $3, $4 FROM application_program WHERE application = $5 \
      ON CONFLICT (day, metric, key, status) \
-     DO UPDATE SET value = daily_counter.value + EXCLUDED.value";
+     DO UPDATE SET value = daily_counter.value + EXCLUDED.value RETURNING 1) \
+     SELECT expect_row(count(*), 'application_program') FROM added";
 
 fn approved_points(o: &ReviewOutcome) -> u64 {
     match o {

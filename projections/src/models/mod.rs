@@ -214,6 +214,30 @@ pub(crate) fn outcome_json(o: &ReviewOutcome) -> serde_json::Value {
     }
 }
 
+/// DDL of `expect_row`, part of every projection's migrations: fails the statement (and so the
+/// runner's batch, which stops at that event and reports it) when a change meant for exactly one
+/// existing row found none — an event the read model cannot place (e.g. a revocation of a PPID
+/// it never saw) must stop the projection visibly, not be dropped.
+pub(crate) const EXPECT_ROW: &str = "CREATE FUNCTION expect_row(changed bigint, what text) \
+     RETURNS void LANGUAGE plpgsql AS $$ BEGIN IF changed <> 1 THEN \
+     RAISE EXCEPTION 'read model inconsistent: % rows of % changed, expected 1', changed, what \
+     USING ERRCODE = 'P0001'; END IF; END $$";
+
+/// Wraps an `UPDATE`/`DELETE` literal so that it fails unless it changed exactly one row of
+/// `table` (see [`EXPECT_ROW`]).
+macro_rules! checked {
+    ($sql:literal, $table:literal) => {
+        concat!(
+            "WITH changed AS (",
+            $sql,
+            " RETURNING 1) SELECT expect_row(count(*), '",
+            $table,
+            "') FROM changed"
+        )
+    };
+}
+pub(crate) use checked;
+
 /// Declares a text-valued status column's values once: `as_str` for writing, `parse` for
 /// reading, serialised as the same snake_case text.
 macro_rules! text_enum {

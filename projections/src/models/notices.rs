@@ -2,7 +2,7 @@
 //! English, revision count, cancellation. Readable by everyone who may call the platform
 //! (municipal systems, citizens' screens, the iCalendar feed).
 
-use super::{position, schema, stream_id, Page, PageRequest, QueryError};
+use super::{checked, position, schema, stream_id, Page, PageRequest, QueryError, EXPECT_ROW};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::maintenance::Maintenance;
@@ -16,7 +16,9 @@ use tokio_postgres::{GenericClient, Row};
 #[derive(Debug, Clone, Copy)]
 pub struct Notices;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE notice (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE notice (
         id                text PRIMARY KEY,
         starts_at         timestamptz NOT NULL,
         ends_at           timestamptz NOT NULL,
@@ -30,7 +32,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE notice (
         changed_at        timestamptz NOT NULL,
         position          bigint NOT NULL
     );
-    CREATE INDEX notice_by_end ON notice (ends_at, id);"];
+    CREATE INDEX notice_by_end ON notice (ends_at, id);",
+];
 
 fn details(d: &NoticeDetails) -> Vec<Param> {
     vec![
@@ -77,14 +80,17 @@ impl Projection for Notices {
             }
             MaintenanceEvent::Updated { details: d } => {
                 params.extend(details(d));
-                "UPDATE notice SET changed_at = $2, position = $3, starts_at = $4, ends_at = $5, \
+                checked!("UPDATE notice SET changed_at = $2, position = $3, starts_at = $4, ends_at = $5, \
                  affected_services = $6, message_ja = $7, message_en = $8, \
-                 revision = revision + 1 WHERE id = $1"
+                 revision = revision + 1 WHERE id = $1", "notice")
             }
             MaintenanceEvent::Cancelled { reason } => {
                 params.push(reason.as_str().into());
-                "UPDATE notice SET changed_at = $2, position = $3, cancelled = true, \
-                 cancel_reason = $4 WHERE id = $1"
+                checked!(
+                    "UPDATE notice SET changed_at = $2, position = $3, cancelled = true, \
+                 cancel_reason = $4 WHERE id = $1",
+                    "notice"
+                )
             }
         };
         out.push(Change::new(sql, params));

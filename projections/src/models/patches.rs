@@ -3,7 +3,10 @@
 //! applied patch appended anywhere in the log (events whose metadata carries its patch id).
 //! Readers: operators and auditors.
 
-use super::{outcome_json, position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
+use super::{
+    checked, outcome_json, position, schema, stream_id, text_enum, Page, PageRequest, QueryError,
+    EXPECT_ROW,
+};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::application::Application;
@@ -21,7 +24,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct Patches;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE patch (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE patch (
         patch_id      uuid PRIMARY KEY,
         ticket_id     text NOT NULL,
         reason        text NOT NULL,
@@ -57,7 +62,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE patch (
         stream_id  text NOT NULL,
         event_type text NOT NULL,
         PRIMARY KEY (patch_id, position)
-    );"];
+    );",
+];
 
 text_enum!(
     /// Where a patch stands.
@@ -181,8 +187,11 @@ impl Projection for Patches {
                 ],
             )
         };
-        const CLOSE: &str = "UPDATE patch SET status = $2, closed_by = $3, close_reason = $4, \
-                             changed_at = $5, position = $6 WHERE patch_id = $1";
+        const CLOSE: &str = checked!(
+            "UPDATE patch SET status = $2, closed_by = $3, close_reason = $4, \
+                             changed_at = $5, position = $6 WHERE patch_id = $1",
+            "patch"
+        );
         let detail = match event {
             PatchEvent::Requested {
                 patch_id,
@@ -214,8 +223,11 @@ impl Projection for Patches {
             PatchEvent::DryRunRecorded { plan, by } => {
                 let plan = plan_json(plan);
                 out.push(Change::new(
-                    "UPDATE patch SET status = 'dry_run', plan = $2, dry_run_by = $3, \
+                    checked!(
+                        "UPDATE patch SET status = 'dry_run', plan = $2, dry_run_by = $3, \
                      changed_at = $4, position = $5 WHERE patch_id = $1",
+                        "patch"
+                    ),
                     vec![
                         id.into(),
                         plan.clone().into(),
@@ -228,8 +240,11 @@ impl Projection for Patches {
             }
             PatchEvent::Approved { by } => {
                 out.push(Change::new(
-                    "UPDATE patch SET status = 'approved', approved_by = $2, changed_at = $3, \
+                    checked!(
+                        "UPDATE patch SET status = 'approved', approved_by = $2, changed_at = $3, \
                      position = $4 WHERE patch_id = $1",
+                        "patch"
+                    ),
                     vec![id.into(), by.as_str().into(), at.clone(), pos.clone()],
                 ));
                 json!({ "by": by })

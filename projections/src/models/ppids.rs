@@ -6,7 +6,9 @@
 //! its PPIDs learns nothing that links them to a person or to another RP. For the same reason a
 //! citizen's revocation records no actor id (a citizen's actor id is their subject id).
 
-use super::{int, position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
+use super::{
+    checked, int, position, schema, stream_id, text_enum, Page, PageRequest, QueryError, EXPECT_ROW,
+};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::ppid::PpidAggregate;
@@ -21,7 +23,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct Ppids;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE ppid (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE ppid (
         ppid          text PRIMARY KEY,
         relying_party text NOT NULL,
         status        text NOT NULL CHECK (status IN ('active', 'revoked', 'invalidated')),
@@ -33,7 +37,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE ppid (
         changed_at    timestamptz NOT NULL,
         position      bigint NOT NULL
     );
-    CREATE INDEX ppid_by_rp ON ppid (relying_party, ppid);"];
+    CREATE INDEX ppid_by_rp ON ppid (relying_party, ppid);",
+];
 
 text_enum!(
     /// Where a PPID stands.
@@ -99,14 +104,20 @@ impl Projection for Ppids {
                     RevokedBy::Citizen => (Revoker::Citizen, Param::Null),
                 };
                 out.push(Change::new(
-                    "UPDATE ppid SET status = 'revoked', revoked_by = $2, changed_by = $3, \
+                    checked!(
+                        "UPDATE ppid SET status = 'revoked', revoked_by = $2, changed_by = $3, \
                      changed_at = $4, position = $5 WHERE ppid = $1",
+                        "ppid"
+                    ),
                     vec![ppid, by.as_str().into(), actor, at, position(&e)?.into()],
                 ));
             }
             PpidEvent::Invalidated { patch_id, reason } => out.push(Change::new(
-                "UPDATE ppid SET status = 'invalidated', patch_id = $2, reason = $3, \
+                checked!(
+                    "UPDATE ppid SET status = 'invalidated', patch_id = $2, reason = $3, \
                  changed_by = $4, changed_at = $5, position = $6 WHERE ppid = $1",
+                    "ppid"
+                ),
                 vec![
                     ppid,
                     (*patch_id).into(),

@@ -7,7 +7,8 @@
 //! provider (applications naming it), the citizen (their own), operators and auditors.
 
 use super::{
-    int, outcome_json, position, schema, stream_id, text_enum, Page, PageRequest, QueryError,
+    checked, int, outcome_json, position, schema, stream_id, text_enum, Page, PageRequest,
+    QueryError, EXPECT_ROW,
 };
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
@@ -26,7 +27,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct Programs;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE program (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE program (
         id            text PRIMARY KEY,
         municipality  text NOT NULL,
         name          text NOT NULL,
@@ -69,7 +72,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE program (
         patch_id    uuid,
         detail      jsonb NOT NULL,
         PRIMARY KEY (application, position)
-    );"];
+    );",
+];
 
 text_enum!(
     /// Whether a program takes applications.
@@ -111,9 +115,12 @@ fn outcome_change(
     };
     // A correction voids the grant (its points are owed back); a first review has no grant.
     Ok(Change::new(
-        "UPDATE application SET status = $2, approved_points = $3, reject_reason = $4, \
+        checked!(
+            "UPDATE application SET status = $2, approved_points = $3, reject_reason = $4, \
          granted_points = NULL, reversal_owed_points = reversal_owed_points + $5, \
          changed_at = $6, position = $7 WHERE id = $1",
+            "application"
+        ),
         vec![
             id,
             status.as_str().into(),
@@ -138,8 +145,11 @@ impl Programs {
         let pos = Param::I64(position(e)?);
         let status = |s: ProgramStatus, reason: Option<&String>| {
             Change::new(
-                "UPDATE program SET status = $2, status_reason = $3, changed_at = $4, \
+                checked!(
+                    "UPDATE program SET status = $2, status_reason = $3, changed_at = $4, \
                  position = $5 WHERE id = $1",
+                    "program"
+                ),
                 vec![
                     id.clone(),
                     s.as_str().into(),
@@ -170,7 +180,7 @@ impl Programs {
                 ],
             ),
             E::Extended { new_end } => Change::new(
-                "UPDATE program SET period_end = $2, changed_at = $3, position = $4 WHERE id = $1",
+                checked!("UPDATE program SET period_end = $2, changed_at = $3, position = $4 WHERE id = $1", "program"),
                 vec![id, (*new_end).into(), at, pos],
             ),
             E::Paused { reason } => status(ProgramStatus::Paused, Some(reason)),
@@ -217,8 +227,8 @@ impl Programs {
                 link_ref,
             } => {
                 out.push(Change::new(
-                    "UPDATE application SET payment_service = $2, link_ref = $3, changed_at = $4, \
-                     position = $5 WHERE id = $1",
+                    checked!("UPDATE application SET payment_service = $2, link_ref = $3, changed_at = $4, \
+                     position = $5 WHERE id = $1", "application"),
                     vec![
                         id.clone(),
                         payment_service.as_str().into(),
@@ -244,16 +254,22 @@ impl Programs {
                 payment_service,
             } => {
                 out.push(Change::new(
-                    "UPDATE application SET status = 'granted', granted_points = $2, \
+                    checked!(
+                        "UPDATE application SET status = 'granted', granted_points = $2, \
                      changed_at = $3, position = $4 WHERE id = $1",
+                        "application"
+                    ),
                     vec![id.clone(), int(*points)?.into(), at.clone(), pos.clone()],
                 ));
                 json!({ "points": points, "payment_service": payment_service.as_str() })
             }
             E::PaymentServiceUnlinked { reason, patch_id } => {
                 out.push(Change::new(
-                    "UPDATE application SET link_ref = NULL, changed_at = $2, position = $3 \
+                    checked!(
+                        "UPDATE application SET link_ref = NULL, changed_at = $2, position = $3 \
                      WHERE id = $1",
+                        "application"
+                    ),
                     vec![id.clone(), at.clone(), pos.clone()],
                 ));
                 json!({ "reason": reason, "patch_id": patch_id })

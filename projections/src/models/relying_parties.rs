@@ -2,7 +2,9 @@
 //! retirement) and the history of their public keys. Read by operators and auditors; a relying
 //! party may read its own row.
 
-use super::{position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
+use super::{
+    checked, position, schema, stream_id, text_enum, Page, PageRequest, QueryError, EXPECT_ROW,
+};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::relying_party::RelyingParty;
@@ -16,7 +18,9 @@ use tokio_postgres::{GenericClient, Row};
 #[derive(Debug, Clone, Copy)]
 pub struct RelyingParties;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE relying_party (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE relying_party (
         id            text PRIMARY KEY,
         code          text NOT NULL,
         name          text NOT NULL,
@@ -36,7 +40,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE relying_party (
         added_at      timestamptz NOT NULL,
         added_by      text NOT NULL,
         PRIMARY KEY (relying_party, version)
-    );"];
+    );",
+];
 
 text_enum!(
     /// What kind of system a relying party is.
@@ -96,8 +101,11 @@ impl Projection for RelyingParties {
         let actor = Param::Text(e.envelope.metadata.actor_id.clone());
         let status = |status: Status, reason: Option<&String>| {
             Change::new(
-                "UPDATE relying_party SET status = $2, status_reason = $3, changed_at = $4, \
+                checked!(
+                    "UPDATE relying_party SET status = $2, status_reason = $3, changed_at = $4, \
                  position = $5 WHERE id = $1",
+                    "relying_party"
+                ),
                 vec![
                     id.clone(),
                     status.as_str().into(),
@@ -136,9 +144,10 @@ impl Projection for RelyingParties {
             }
             E::KeyRotated { public_jwk } => out.push(Change::new(
                 "WITH rp AS (UPDATE relying_party SET key_version = key_version + 1, \
-                 changed_at = $3, position = $4 WHERE id = $1 RETURNING id, key_version) \
-                 INSERT INTO relying_party_key (relying_party, version, public_jwk, added_at, \
-                 added_by) SELECT id, key_version, $2, $3, $5 FROM rp",
+                 changed_at = $3, position = $4 WHERE id = $1 RETURNING id, key_version), \
+                 added AS (INSERT INTO relying_party_key (relying_party, version, public_jwk, \
+                 added_at, added_by) SELECT id, key_version, $2, $3, $5 FROM rp RETURNING 1) \
+                 SELECT expect_row(count(*), 'relying_party') FROM added",
                 vec![id, public_jwk.clone().into(), at, pos, actor],
             )),
             E::Suspended { reason } => out.push(status(Status::Suspended, Some(reason))),

@@ -4,7 +4,7 @@
 //! an active PPID for a subject (a citizen lists and revokes those; they never see other
 //! subjects' rows).
 
-use super::{position, schema, QueryError};
+use super::{checked, position, schema, QueryError, EXPECT_ROW};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::certificate::Certificate;
@@ -21,7 +21,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct Subjects;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE subject (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE subject (
         subject    uuid PRIMARY KEY,
         created_at timestamptz NOT NULL,
         position   bigint NOT NULL
@@ -46,7 +48,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE subject (
         ppid          text NOT NULL,
         since         timestamptz NOT NULL,
         PRIMARY KEY (subject, relying_party)
-    );"];
+    );",
+];
 
 /// Upserts a certificate row: a certificate may be revoked (CRL) before or without a link.
 const LINK: &str = "INSERT INTO certificate (cert_key, issuer, serial, subject, linked_at, \
@@ -89,8 +92,11 @@ impl Subjects {
                 previous,
             } => link(certificate, subject, Some(previous.stream_key())),
             E::Renewed { new } => Change::new(
-                "UPDATE certificate SET renewed_to = $2, renewed_at = $3, position = $4 \
+                checked!(
+                    "UPDATE certificate SET renewed_to = $2, renewed_at = $3, position = $4 \
                  WHERE cert_key = $1",
+                    "certificate"
+                ),
                 vec![
                     e.envelope.stream_id.id().into(),
                     new.stream_key().into(),
@@ -153,7 +159,10 @@ impl Subjects {
                 ppid,
                 ..
             } => out.push(Change::new(
-                "DELETE FROM held_ppid WHERE subject = $1 AND relying_party = $2 AND ppid = $3",
+                checked!(
+                    "DELETE FROM held_ppid WHERE subject = $1 AND relying_party = $2 AND ppid = $3",
+                    "held_ppid"
+                ),
                 vec![
                     subject.into(),
                     relying_party.as_str().into(),

@@ -1,7 +1,9 @@
 //! The test-card register: every card, who holds it (vendor or municipality), when it was last
 //! inventoried, which were lost — with each card's history. Readers: operators and auditors.
 
-use super::{position, schema, stream_id, text_enum, Page, PageRequest, QueryError};
+use super::{
+    checked, position, schema, stream_id, text_enum, Page, PageRequest, QueryError, EXPECT_ROW,
+};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::test_card::TestCard;
@@ -16,7 +18,9 @@ use tokio_postgres::{GenericClient, Row};
 #[derive(Debug, Clone, Copy)]
 pub struct TestCards;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE test_card (
+const MIGRATIONS: &[&str] = &[
+    EXPECT_ROW,
+    "CREATE TABLE test_card (
         id              text PRIMARY KEY,
         label           text NOT NULL,
         status          text NOT NULL CHECK (status IN ('in_stock', 'lent', 'lost')),
@@ -37,7 +41,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE test_card (
         actor_id   text NOT NULL,
         detail     jsonb NOT NULL,
         PRIMARY KEY (card, position)
-    );"];
+    );",
+];
 
 text_enum!(
     /// Where a test card is.
@@ -99,29 +104,38 @@ impl Projection for TestCards {
                 params.push(kind.as_str().into());
                 params.push(borrower.name.as_str().into());
                 (
-                    "UPDATE test_card SET changed_at = $2, position = $3, status = 'lent', \
+                    checked!(
+                        "UPDATE test_card SET changed_at = $2, position = $3, status = 'lent', \
                      borrower_kind = $4, borrower_name = $5, lent_at = $2 WHERE id = $1",
+                        "test_card"
+                    ),
                     json!({ "borrower_kind": kind.as_str(), "borrower_name": borrower.name }),
                 )
             }
             E::Returned => (
-                "UPDATE test_card SET changed_at = $2, position = $3, status = 'in_stock', \
+                checked!(
+                    "UPDATE test_card SET changed_at = $2, position = $3, status = 'in_stock', \
                  borrower_kind = NULL, borrower_name = NULL, lent_at = NULL WHERE id = $1",
+                    "test_card"
+                ),
                 json!({}),
             ),
             E::InventoryChecked { checked_at } => {
                 params.push((*checked_at).into());
                 (
-                    "UPDATE test_card SET changed_at = $2, position = $3, last_checked_at = $4 \
-                     WHERE id = $1",
+                    checked!("UPDATE test_card SET changed_at = $2, position = $3, last_checked_at = $4 \
+                     WHERE id = $1", "test_card"),
                     json!({ "checked_at": checked_at }),
                 )
             }
             E::ReportedLost { note } => {
                 params.push(note.as_str().into());
                 (
-                    "UPDATE test_card SET changed_at = $2, position = $3, status = 'lost', \
+                    checked!(
+                        "UPDATE test_card SET changed_at = $2, position = $3, status = 'lost', \
                      lost_note = $4 WHERE id = $1",
+                        "test_card"
+                    ),
                     json!({ "note": note }),
                 )
             }
