@@ -702,3 +702,39 @@ async fn a_counter_day_ends_at_midnight_asia_tokyo_not_utc() {
     "#]]
     .assert_eq(&dump(&client, &schema).await);
 }
+
+#[tokio::test]
+async fn the_fast_generated_workload_has_every_event_type_and_every_projection_applies_it() {
+    use mykey_projections::models::workload;
+    use mykey_store::memory::InMemoryStore;
+    use mykey_store::EventStore;
+    let store = InMemoryStore::new();
+    for r in 0..2 {
+        for request in workload::round(r).unwrap_or_else(|e| panic!("{e}")) {
+            store
+                .append(request)
+                .await
+                .unwrap_or_else(|e| panic!("append: {e}"));
+        }
+    }
+    let events = store.all_events();
+    assert_eq!(events.len(), 2 * workload::EVENTS_PER_ROUND);
+    let written: BTreeSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let known: BTreeSet<String> = mykey_schemas::all_schema_files()
+        .iter()
+        .filter_map(|f| f.file_name.split('.').next().map(str::to_owned))
+        .collect();
+    let known: BTreeSet<&str> = known.iter().map(String::as_str).collect();
+    assert_eq!(written, known, "the workload must write every event type");
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    for p in models::all() {
+        // Fails on any event the read model cannot place.
+        let schema = project(&mut client, p.as_ref(), &events).await;
+        assert!(
+            dump(&client, &schema).await.lines().count() > 2,
+            "{} is empty",
+            p.name()
+        );
+    }
+}

@@ -14,6 +14,8 @@ pub mod programs;
 pub mod relying_parties;
 pub mod subjects;
 pub mod test_cards;
+#[cfg(feature = "workload")]
+pub mod workload;
 
 use crate::{ApplyError, Projection, Recorded};
 use base64::Engine;
