@@ -738,3 +738,51 @@ async fn the_fast_generated_workload_has_every_event_type_and_every_projection_a
         );
     }
 }
+
+#[tokio::test]
+async fn the_batched_workload_fills_the_read_models_like_one_append_per_command() {
+    use mykey_projections::models::workload;
+    use mykey_store::memory::InMemoryStore;
+    use mykey_store::EventStore;
+    let (single, batched) = (InMemoryStore::new(), InMemoryStore::new());
+    for request in (0..3).flat_map(|r| workload::round(r).unwrap_or_else(|e| panic!("{e}"))) {
+        single
+            .append(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let requests = workload::batched(0..3).unwrap_or_else(|e| panic!("{e}"));
+    assert!(requests.len() < 3 * 4, "{} appends", requests.len());
+    for request in requests {
+        batched
+            .append(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    for p in models::all() {
+        // Batching merges commands (their actors and positions differ): compare row counts.
+        let mut counts = Vec::new();
+        for (store, suffix) in [(&single, "a"), (&batched, "b")] {
+            let schema = project(&mut client, p.as_ref(), &store.all_events()).await;
+            let renamed = format!("{schema}_{suffix}");
+            client
+                .batch_execute(&format!("ALTER SCHEMA {schema} RENAME TO {renamed}"))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let per_table: Vec<(String, usize)> = dump(&client, &renamed)
+                .await
+                .split("== ")
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    let mut lines = t.lines();
+                    let name = lines.next().unwrap_or_default().to_owned();
+                    (name, lines.count())
+                })
+                .collect();
+            counts.push(per_table);
+        }
+        assert_eq!(counts[0], counts[1], "{}", p.name());
+    }
+}

@@ -528,3 +528,32 @@ pub fn round(r: u64) -> Result<Vec<AppendRequest>> {
     }
     Ok(w.out)
 }
+
+/// Rounds `rounds` in few, large appends (for generating a million events quickly): the
+/// appends of consecutive rounds are merged while they share a patch id (the patch's
+/// compensations keep theirs, so patch effects stay visible) and stay within
+/// [`MAX_EVENTS_PER_APPEND`](mykey_store::MAX_EVENTS_PER_APPEND). Merging keeps each stream's
+/// events in order; the read models depend only on order within a stream.
+pub fn batched(rounds: std::ops::Range<u64>) -> Result<Vec<AppendRequest>> {
+    let mut out: Vec<AppendRequest> = Vec::new();
+    for r in rounds {
+        for request in round(r)? {
+            match out.last_mut() {
+                Some(last)
+                    if last.metadata.patch_id == request.metadata.patch_id
+                        && last.event_count() + request.event_count()
+                            <= mykey_store::MAX_EVENTS_PER_APPEND =>
+                {
+                    for s in request.streams {
+                        match last.streams.iter_mut().find(|l| l.stream == s.stream) {
+                            Some(l) => l.events.extend(s.events),
+                            None => last.streams.push(s),
+                        }
+                    }
+                }
+                _ => out.push(request),
+            }
+        }
+    }
+    Ok(out)
+}
