@@ -403,3 +403,48 @@ async fn the_cli_entry_renders_each_format_and_refuses_bad_arguments() {
     .await;
     assert_eq!(refusal(err), "INVALID_SCHEMA");
 }
+
+#[tokio::test]
+async fn the_probe_recorder_writes_a_probe_at_once_and_stops_on_shutdown() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(health::MIGRATION)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let recorder_client = db.client().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        health::run_recorder(
+            &recorder_client,
+            "instance-1",
+            || async { (false, "projection ppids stopped".to_owned()) },
+            |e| panic!("probe not recorded: {e}"),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await;
+    });
+    // The first probe is taken at once; poll for it with a bounded deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let row = loop {
+        let row = client
+            .query_opt("SELECT instance, ok, detail FROM ops.health_probe", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(r) = row {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no probe recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(row.get::<_, &str>(0), "instance-1");
+    assert!(!row.get::<_, bool>(1));
+    assert_eq!(row.get::<_, &str>(2), "projection ppids stopped");
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .unwrap_or_else(|_| panic!("the recorder did not stop"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
