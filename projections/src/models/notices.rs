@@ -5,8 +5,7 @@
 use super::{checked, position, schema, stream_id, Page, PageRequest, QueryError, EXPECT_ROW};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
-use mykey_domain::maintenance::Maintenance;
-use mykey_domain::maintenance::{MaintenanceEvent, NoticeDetails};
+use mykey_domain::maintenance::{Maintenance, MaintenanceEvent, NoticeDetails};
 use mykey_domain::Aggregate;
 use mykey_domain::NoticeId;
 use mykey_schemas::AnyEvent;

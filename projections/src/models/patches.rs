@@ -10,8 +10,7 @@ use super::{
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::application::Application;
-use mykey_domain::patch::Patch;
-use mykey_domain::patch::{PatchAction, PatchEvent, PlannedAppend};
+use mykey_domain::patch::{Patch, PatchAction, PatchEvent, PlannedAppend};
 use mykey_domain::ppid::PpidAggregate;
 use mykey_domain::subject::Subject;
 use mykey_domain::Aggregate;

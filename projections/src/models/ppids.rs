@@ -7,12 +7,11 @@
 //! citizen's revocation records no actor id (a citizen's actor id is their subject id).
 
 use super::{
-    checked, int, position, schema, stream_id, text_enum, Page, PageRequest, QueryError, EXPECT_ROW,
+    checked, position, schema, stream_id, text_enum, Page, PageRequest, QueryError, EXPECT_ROW,
 };
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
-use mykey_domain::ppid::PpidAggregate;
-use mykey_domain::ppid::{PpidEvent, RevokedBy};
+use mykey_domain::ppid::{PpidAggregate, PpidEvent, RevokedBy};
 use mykey_domain::Aggregate;
 use mykey_domain::{Ppid, RelyingPartyId};
 use mykey_schemas::AnyEvent;
@@ -124,7 +123,7 @@ impl Projection for Ppids {
                     reason.as_str().into(),
                     e.envelope.metadata.actor_id.as_str().into(),
                     at,
-                    int(e.envelope.global_position)?.into(),
+                    position(&e)?.into(),
                 ],
             )),
         }

@@ -7,8 +7,7 @@ use super::{
 };
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
-use mykey_domain::relying_party::RelyingParty;
-use mykey_domain::relying_party::{RelyingPartyEvent, RpKind};
+use mykey_domain::relying_party::{RelyingParty, RelyingPartyEvent, RpKind};
 use mykey_domain::Aggregate;
 use mykey_domain::RelyingPartyId;
 use mykey_schemas::AnyEvent;

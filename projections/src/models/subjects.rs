@@ -7,10 +7,8 @@
 use super::{checked, position, schema, QueryError, EXPECT_ROW};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
-use mykey_domain::certificate::Certificate;
-use mykey_domain::certificate::CertificateEvent;
-use mykey_domain::subject::Subject;
-use mykey_domain::subject::SubjectEvent;
+use mykey_domain::certificate::{Certificate, CertificateEvent};
+use mykey_domain::subject::{Subject, SubjectEvent};
 use mykey_domain::Aggregate;
 use mykey_domain::SubjectId;
 use mykey_schemas::AnyEvent;

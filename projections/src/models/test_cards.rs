@@ -6,8 +6,7 @@ use super::{
 };
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
-use mykey_domain::test_card::TestCard;
-use mykey_domain::test_card::{BorrowerKind, TestCardEvent};
+use mykey_domain::test_card::{BorrowerKind, TestCard, TestCardEvent};
 use mykey_domain::Aggregate;
 use mykey_domain::TestCardId;
 use mykey_schemas::AnyEvent;
