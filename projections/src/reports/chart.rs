@@ -69,6 +69,13 @@ pub fn bar_chart(report: &Report) -> Result<String, ReportError> {
             .y_desc(y_name)
             .x_labels(rows.len().max(1))
             .x_label_formatter(&formatter)
+            .y_label_formatter(&|v: &f64| {
+                if v.fract() == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            })
             .x_label_style(
                 ("sans-serif", 11)
                     .into_font()
