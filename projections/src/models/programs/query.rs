@@ -107,6 +107,9 @@ pub async fn list_programs(
 pub struct ApplicationView {
     pub id: String,
     pub program: String,
+    /// The platform-internal subject id. Only the citizen themself, operators and auditors may
+    /// see it: given to relying parties it would link one citizen across RPs, which pairwise
+    /// PPIDs exist to prevent. The municipal and provider doors must leave it out.
     pub subject: Uuid,
     pub municipality: String,
     pub payment_service: String,
