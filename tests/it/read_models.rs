@@ -311,9 +311,9 @@ async fn relying_parties_with_kind_status_and_key_history() {
 async fn programs_and_applications_with_reviews_corrections_and_grants() {
     let (_db, client, s) = fixture(&programs::Programs, expect![[r#"
         == application
-        {"id":"points-1.00000000-0000-0000-0000-00000000000f","program":"points-1","subject":"00000000-0000-0000-0000-00000000000f","municipality":"city-1","payment_service":"psp-1","link_ref":"acct-0","status":"approved","approved_points":1000,"reject_reason":null,"granted_points":null,"reversal_owed_points":5000,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-02T02:00:00+00:00","position":61}
-        {"id":"points-1.00000000-0000-0000-0000-000000000015","program":"points-1","subject":"00000000-0000-0000-0000-000000000015","municipality":"city-1","payment_service":"psp-1","link_ref":null,"status":"granted","approved_points":3000,"reject_reason":null,"granted_points":3000,"reversal_owed_points":0,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-02T02:00:00+00:00","position":60}
-        {"id":"points-1.00000000-0000-0000-0000-00000000001b","program":"points-1","subject":"00000000-0000-0000-0000-00000000001b","municipality":"city-1","payment_service":"psp-1","link_ref":null,"status":"rejected","approved_points":null,"reject_reason":"not resident","granted_points":null,"reversal_owed_points":0,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":53}
+        {"id":"points-1.00000000-0000-0000-0000-00000000000f","reference":"892d6b34a43314104e93e431c7c11b8e","program":"points-1","subject":"00000000-0000-0000-0000-00000000000f","municipality":"city-1","payment_service":"psp-1","link_ref":"acct-0","status":"approved","approved_points":1000,"reject_reason":null,"granted_points":null,"reversal_owed_points":5000,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-02T02:00:00+00:00","position":61}
+        {"id":"points-1.00000000-0000-0000-0000-000000000015","reference":"b17a7f7246fd9791c6bfff3a81d54ab4","program":"points-1","subject":"00000000-0000-0000-0000-000000000015","municipality":"city-1","payment_service":"psp-1","link_ref":null,"status":"granted","approved_points":3000,"reject_reason":null,"granted_points":3000,"reversal_owed_points":0,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-02T02:00:00+00:00","position":60}
+        {"id":"points-1.00000000-0000-0000-0000-00000000001b","reference":"77434bc4b60ddfff6710ea3a5cf83053","program":"points-1","subject":"00000000-0000-0000-0000-00000000001b","municipality":"city-1","payment_service":"psp-1","link_ref":null,"status":"rejected","approved_points":null,"reject_reason":"not resident","granted_points":null,"reversal_owed_points":0,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":53}
         == application_event
         {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":42,"at":"2026-04-01T00:00:00+00:00","event_type":"ApplicationSubmitted","actor_id":"00000000-0000-0000-0000-00000000000f","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
         {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":43,"at":"2026-04-01T00:00:00+00:00","event_type":"PaymentServiceLinked","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-0", "payment_service": "psp-1"}}
@@ -383,6 +383,13 @@ async fn programs_and_applications_with_reviews_corrections_and_grants() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(history.len(), 5);
+    // Relying parties get an opaque reference that does not contain the subject id.
+    let reference = &corrected.items[0].reference;
+    assert!(!reference.contains(&subject.to_string()) && reference.len() == 32);
+    let by_reference = programs::application_by_reference(&client, &s, reference)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(by_reference.as_ref(), corrected.items.first());
     assert!(history.last().is_some_and(|h| h.patch_id.is_some()));
 }
 

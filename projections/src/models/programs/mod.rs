@@ -13,6 +13,7 @@ use mykey_domain::program::{Program, ProgramEvent};
 use mykey_domain::Aggregate;
 use mykey_schemas::AnyEvent;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 mod query;
 pub use query::*;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX program_by_municipality ON program (municipality, id);
     CREATE TABLE application (
         id                   text PRIMARY KEY,
+        reference            text NOT NULL UNIQUE,
         program              text NOT NULL,
         subject              uuid NOT NULL,
         municipality         text NOT NULL,
@@ -87,6 +89,16 @@ text_enum!(
         Granted => "granted",
     }
 );
+
+/// An application's opaque reference for relying parties: its id (`<program>.<subject>`)
+/// embeds the platform-internal subject id, which must not reach an RP. An unkeyed hash is
+/// enough: the subject id is random (122 bits), so the reference cannot be inverted.
+pub fn reference(application_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"mykey application reference\0");
+    h.update(application_id.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
 
 /// The row change of a (possibly corrected) review outcome.
 fn outcome_change(
@@ -201,8 +213,8 @@ impl Programs {
             } => {
                 out.push(Change::new(
                     "INSERT INTO application (id, program, subject, municipality, \
-                     payment_service, status, submitted_at, changed_at, position) \
-                     VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $6, $7)",
+                     payment_service, status, submitted_at, changed_at, position, reference) \
+                     VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $6, $7, $8)",
                     vec![
                         id.clone(),
                         program.as_str().into(),
@@ -211,6 +223,7 @@ impl Programs {
                         payment_service.as_str().into(),
                         at.clone(),
                         pos.clone(),
+                        reference(&stream_id(e)).into(),
                     ],
                 ));
                 json!({ "program": program.as_str(), "payment_service": payment_service.as_str() })

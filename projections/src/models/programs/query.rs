@@ -105,7 +105,10 @@ pub async fn list_programs(
 /// An application.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApplicationView {
+    /// `<program>.<subject>`: for the citizen, operators and auditors only (see `subject`).
     pub id: String,
+    /// Opaque id for relying parties ([`super::reference`]).
+    pub reference: String,
     pub program: String,
     /// The platform-internal subject id. Only the citizen themself, operators and auditors may
     /// see it: given to relying parties it would link one citizen across RPs, which pairwise
@@ -126,26 +129,28 @@ pub struct ApplicationView {
     pub position: i64,
 }
 
-const APPLICATION_COLUMNS: &str = "id, program, subject, municipality, payment_service, \
+const APPLICATION_COLUMNS: &str =
+    "id, reference, program, subject, municipality, payment_service, \
      link_ref, status, approved_points, reject_reason, granted_points, reversal_owed_points, \
      submitted_at, changed_at, position";
 
 fn application_view(r: &Row) -> Result<ApplicationView, QueryError> {
     Ok(ApplicationView {
         id: r.try_get(0)?,
-        program: r.try_get(1)?,
-        subject: r.try_get(2)?,
-        municipality: r.try_get(3)?,
-        payment_service: r.try_get(4)?,
-        link_ref: r.try_get(5)?,
-        status: ApplicationStatus::parse(r.try_get(6)?)?,
-        approved_points: r.try_get(7)?,
-        reject_reason: r.try_get(8)?,
-        granted_points: r.try_get(9)?,
-        reversal_owed_points: r.try_get(10)?,
-        submitted_at: r.try_get(11)?,
-        changed_at: r.try_get(12)?,
-        position: r.try_get(13)?,
+        reference: r.try_get(1)?,
+        program: r.try_get(2)?,
+        subject: r.try_get(3)?,
+        municipality: r.try_get(4)?,
+        payment_service: r.try_get(5)?,
+        link_ref: r.try_get(6)?,
+        status: ApplicationStatus::parse(r.try_get(7)?)?,
+        approved_points: r.try_get(8)?,
+        reject_reason: r.try_get(9)?,
+        granted_points: r.try_get(10)?,
+        reversal_owed_points: r.try_get(11)?,
+        submitted_at: r.try_get(12)?,
+        changed_at: r.try_get(13)?,
+        position: r.try_get(14)?,
     })
 }
 
@@ -159,6 +164,22 @@ pub async fn application(
         .query_opt(
             &format!("SELECT {APPLICATION_COLUMNS} FROM {s}.application WHERE id = $1"),
             &[&id.as_str()],
+        )
+        .await?;
+    row.as_ref().map(application_view).transpose()
+}
+
+/// An application by its opaque reference (what the RP-facing doors take).
+pub async fn application_by_reference(
+    client: &impl GenericClient,
+    schema_name: &str,
+    reference: &str,
+) -> Result<Option<ApplicationView>, QueryError> {
+    let s = schema(schema_name)?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {APPLICATION_COLUMNS} FROM {s}.application WHERE reference = $1"),
+            &[&reference],
         )
         .await?;
     row.as_ref().map(application_view).transpose()
@@ -228,6 +249,7 @@ pub struct ApplicationStep {
     pub position: i64,
     pub at: DateTime<Utc>,
     pub event_type: String,
+    /// For a citizen's step this is their subject id: RP-facing doors must leave it out.
     pub actor_id: String,
     pub actor_role: String,
     /// Set for a compensating event appended by a data patch.
