@@ -230,6 +230,15 @@ async fn the_daily_report_counts_ppids_from_the_log_and_logins_from_the_audit() 
     assert_eq!(csv_total(&csv, "pin_logins"), 3);
     assert_eq!(json_total(&json, "kazashi_logins"), 1);
     assert!(csv.contains(",pin_logins,city-1,PIN_INVALID,1\n"), "{csv}");
+    expect_test::expect![[r#"
+        from,to,metric,key,detail,value
+        2026-04-01,2026-04-01,ppids_issued,city-1,,4
+        2026-04-01,2026-04-01,ppids_issued,psp-1,,1
+        2026-04-01,2026-04-01,kazashi_logins,psp-1,OK,1
+        2026-04-01,2026-04-01,pin_logins,city-1,OK,2
+        2026-04-01,2026-04-01,pin_logins,city-1,PIN_INVALID,1
+    "#]]
+    .assert_eq(&csv);
     svg_text(&report);
 
     // The next Asia/Tokyo day issued nothing.
@@ -280,6 +289,17 @@ async fn the_weekly_report_counts_applications_and_points_from_the_log() {
         submitted
     );
     assert_eq!(submitted, 3, "the second round falls in the next week");
+    expect_test::expect![[r#"
+        from,to,metric,key,detail,value
+        2026-03-30,2026-04-05,applications,points-1,approved,3
+        2026-03-30,2026-04-05,applications,points-1,granted,2
+        2026-03-30,2026-04-05,applications,points-1,rejected,1
+        2026-03-30,2026-04-05,applications,points-1,submitted,3
+        2026-03-30,2026-04-05,points_approved,points-1,,4000
+        2026-03-30,2026-04-05,points_granted,points-1,,8000
+        2026-03-30,2026-04-05,points_owed_back,points-1,,5000
+    "#]]
+    .assert_eq(&csv);
     assert_eq!(csv_total(&csv, "points_granted"), granted);
     assert_eq!(json_total(&json, "points_granted"), granted);
     assert_eq!(granted, 8_000);
