@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: each test gets its own PostgreSQL database, dropped
 //! when the test ends (also when it fails).
 
+pub mod workload;
+
 use std::str::FromStr;
 use tokio_postgres::NoTls;
 

@@ -5,5 +5,7 @@ mod auth_hardening;
 mod commands;
 mod login_b;
 mod pki;
+mod read_models;
+mod reports;
 mod server;
 mod store;
