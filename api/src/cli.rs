@@ -7,7 +7,8 @@
 //! mykey-server load-crl --file CRL.der
 //! mykey-server import-renewals --file LINKS.csv
 //! mykey-server rotate-signing-key
-//! mykey-server new-operator-token --id ID
+//! mykey-server new-operator-token --id ID [--roles operator,approver,auditor] [--expires YYYY-MM-DD]
+//! mykey-server sign-checkpoint | rotate-checkpoint-key
 //! mykey-server new-key-encryption-key --file PATH
 //! ```
 //!
@@ -29,7 +30,11 @@ pub const USAGE: &str = "usage: mykey-server [COMMAND]
   load-crl --file CRL.der
   import-renewals --file LINKS.csv                     lines: issuer,old serial,new serial
   rotate-signing-key
-  new-operator-token --id ID                          a token for ID and its MYKEY_OPERATOR_TOKENS_FILE line
+  new-operator-token --id ID [--roles R,R] [--expires YYYY-MM-DD]
+                                                       a token for ID and its MYKEY_OPERATOR_TOKENS_FILE line
+                                                       (default role operator, expiry in 90 days)
+  sign-checkpoint                                      sign the log's head now (C2SP signed note)
+  rotate-checkpoint-key                                a new checkpoint key; old ones stay listed
   new-key-encryption-key --file PATH                  a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600)";
 
 /// Commands this module handles.
@@ -42,6 +47,8 @@ pub const COMMANDS: &[&str] = &[
     "load-crl",
     "import-renewals",
     "rotate-signing-key",
+    "sign-checkpoint",
+    "rotate-checkpoint-key",
 ];
 
 type BoxError = Box<dyn std::error::Error>;
@@ -92,9 +99,12 @@ pub fn run_offline(args: &[String]) -> Option<Result<(), BoxError>> {
     let out = match cmd.as_str() {
         "new-operator-token" => (|| {
             let f = flags(rest)?;
-            let (token, line) = crate::auth::operators::OperatorTokens::new_token(need(&f, "id")?)?;
-            // The token goes to the operator, the line to the tokens file.
-            Ok(serde_json::json!({ "token": token, "tokens_file_line": line }))
+            Ok(crate::auth::operators::new_operator_token_command(
+                need(&f, "id")?,
+                f.get("roles").map(String::as_str),
+                f.get("expires").map(String::as_str),
+                chrono::Utc::now().date_naive(),
+            )?)
         })(),
         "new-key-encryption-key" => (|| {
             let f = flags(rest)?;
@@ -115,6 +125,10 @@ pub async fn run(
 ) -> Result<(), BoxError> {
     let (cmd, rest) = args.split_first().ok_or(USAGE)?;
     let f = flags(rest)?;
+    if let Some(out) = crate::audit::run_cli(settings, &pg, cmd).await {
+        println!("{}", out?);
+        return Ok(());
+    }
     let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
     let identity = crate::auth::identity::default_identity(&store);
     let auth = Auth::build(settings.auth.clone(), pg, identity).await?;

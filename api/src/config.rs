@@ -16,6 +16,8 @@ pub struct Settings {
     pub var_dir: PathBuf,
     /// Citizen-card login (`MYKEY_TRUST_ANCHORS`, `MYKEY_ISSUER`, ...).
     pub auth: crate::auth::config::AuthSettings,
+    /// Signed checkpoints (`MYKEY_CHECKPOINT_INTERVAL_SECS`, `MYKEY_CHECKPOINT_ORIGIN`).
+    pub audit: crate::audit::AuditSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -25,6 +27,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("var_dir", &self.var_dir)
             .field("auth", &self.auth)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -65,11 +68,13 @@ impl Settings {
         }
         let var_dir = PathBuf::from(get("MYKEY_VAR_DIR").unwrap_or_else(|| "./var".to_owned()));
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
+        let audit = crate::audit::AuditSettings::from_lookup(&get, &auth.issuer)?;
         Ok(Settings {
             listen,
             database_url,
             var_dir,
             auth,
+            audit,
         })
     }
 }

@@ -28,6 +28,8 @@ pub enum StartupError {
     Store(#[from] mykey_store::StoreError),
     #[error("citizen-card login: {0}")]
     Auth(#[from] crate::auth::AuthStartError),
+    #[error("checkpoints: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 pub struct Application {
@@ -61,6 +63,14 @@ impl Application {
                 source,
             })?
             .port();
+        let checkpoints = crate::audit::CheckpointSigner::start(
+            pg.clone(),
+            settings.audit.checkpoint_origin.clone(),
+            settings.auth.key_encryption_key_file.as_deref(),
+        )
+        .await?;
+        checkpoints.spawn_periodic(settings.audit.checkpoint_interval_secs);
+        let checkpoints = web::Data::from(checkpoints);
         let identity = crate::auth::identity::default_identity(&store);
         let auth = crate::auth::Auth::build(settings.auth.clone(), pg, identity).await?;
         auth.spawn_maintenance();
@@ -70,6 +80,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(auth.clone())
+                .app_data(checkpoints.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_JSON_BODY)
@@ -79,6 +90,7 @@ impl Application {
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
                 .configure(routes::auth::configure)
+                .configure(crate::audit::routes::configure)
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {

@@ -43,6 +43,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0100_auth",
         sql: include_str!("../../migrations/0100_auth.sql"),
     },
+    // 0200-0209: signed checkpoints, owned by api/src/audit.
+    Migration {
+        version: 200,
+        name: "0200_audit_checkpoints",
+        sql: include_str!("../../migrations/0200_audit_checkpoints.sql"),
+    },
 ];
 
 /// Advisory lock key (transaction scope) serialising migration runs across servers. Distinct
