@@ -132,6 +132,9 @@ pub struct ChainChecker {
     checkpoints_matched: u64,
     /// The last position a matched checkpoint covers (0: none yet).
     covered_to: u64,
+    /// Gaps allowed (an export of chosen streams): links are checked only between
+    /// consecutive positions, every event's own hash always.
+    sparse: bool,
 }
 
 impl ChainChecker {
@@ -148,6 +151,17 @@ impl ChainChecker {
             next_checkpoint: 0,
             checkpoints_matched: 0,
             covered_to: 0,
+            sparse: false,
+        }
+    }
+
+    /// A checker for a selection of the log (chosen streams or categories): positions must
+    /// increase, each event's hash must match its contents, and an event that directly follows
+    /// its predecessor must link to it. Completeness cannot be proven from a selection.
+    pub fn sparse(from: u64) -> ChainChecker {
+        ChainChecker {
+            sparse: true,
+            ..ChainChecker::new(from)
         }
     }
 
@@ -200,10 +214,24 @@ impl ChainChecker {
                 self.at(ChainBreakKind::Missing { found: Some(ahead) })
             };
         }
+        if self.sparse && found > self.expected_position {
+            // A gap of events not selected: the predecessor is unknown.
+            self.expected_position = found;
+            self.prev_hash = None;
+        }
         let position = self.expected_position;
         if found > position {
             self.ahead = Some(found);
             return None;
+        }
+        if found < position && self.sparse {
+            // A selection has no lookahead to tell a copy from a move: it is out of order.
+            return Some(ChainBreak {
+                position: found,
+                kind: ChainBreakKind::Reordered {
+                    found: position - 1,
+                },
+            });
         }
         if found < position {
             // Without an earlier jump ahead, a lower position was already seen.
@@ -252,6 +280,17 @@ impl ChainChecker {
     /// Call after the last event: `to` is the last position the source must reach (the log's
     /// head, a manifest's last position); a checkpoint beyond the end also counts.
     pub fn finish(&mut self, to: u64) -> Option<ChainBreak> {
+        if self.sparse {
+            // Only a position the selection claims to reach, or a checkpoint, can be missed.
+            let last_seen = self.expected_position.saturating_sub(1);
+            let must_reach = self.checkpoints.last().map_or(0, |(p, _)| *p).max(to);
+            return (self.verified > 0 && last_seen < must_reach).then_some(ChainBreak {
+                position: self.expected_position,
+                kind: ChainBreakKind::Truncated {
+                    expected_last: must_reach,
+                },
+            });
+        }
         if let Some(ahead) = self.ahead.take() {
             return self.at(ChainBreakKind::Missing { found: Some(ahead) });
         }
@@ -261,7 +300,7 @@ impl ChainChecker {
             .and_then(|rest| rest.last())
             .map_or(0, |(p, _)| *p);
         let must_reach = to.max(signed_to);
-        (self.expected_position <= must_reach).then(|| ChainBreak {
+        (self.expected_position <= must_reach).then_some(ChainBreak {
             position: self.expected_position,
             kind: if signed_to > to {
                 ChainBreakKind::Truncated {
@@ -411,6 +450,31 @@ mod tests {
             "{b:?}"
         );
         assert!(b.explain().contains("6..=10"), "{}", b.explain());
+    }
+
+    #[test]
+    fn a_selection_checks_hashes_and_links_where_it_can() {
+        let clean = chain(8);
+        let pick = |idx: &[usize]| idx.iter().map(|i| clean[*i].clone()).collect::<Vec<_>>();
+        let run = |events: &[EventEnvelope], to: u64| {
+            let mut c = ChainChecker::sparse(1);
+            for e in events {
+                if let Some(b) = c.check(e) {
+                    return Some(b);
+                }
+            }
+            c.finish(to)
+        };
+        assert_eq!(run(&pick(&[1, 2, 5, 7]), 8), None);
+        let mut edited = pick(&[1, 2, 5, 7]);
+        edited[2].payload = "{}".into();
+        assert_eq!(kind_at(run(&edited, 8)), (6, "edited"));
+        assert_eq!(kind_at(run(&pick(&[1, 5, 2]), 8)), (3, "reordered"));
+        assert_eq!(kind_at(run(&pick(&[1, 2]), 6)), (4, "truncated"));
+        let mut relinked = pick(&[1, 2]);
+        relinked[1].prev_hash = Hash([1; 32]);
+        relinked[1].hash = relinked[1].compute_hash();
+        assert_eq!(kind_at(run(&relinked, 3)), (3, "relinked"));
     }
 
     #[test]
