@@ -3,5 +3,6 @@
 mod auth;
 mod commands;
 mod pki;
+mod replay;
 mod server;
 mod store;
