@@ -39,13 +39,21 @@ CREATE TRIGGER audit_checkpoint_refuse_truncate BEFORE TRUNCATE
 REVOKE UPDATE, DELETE, TRUNCATE ON audit_checkpoint_key, audit_checkpoint FROM PUBLIC;
 
 -- The runtime role may only read and append. It may not exist yet (another migration creates
--- it too): create it here if missing, ignoring a concurrent creation.
+-- it too): create it here if missing, ignoring a concurrent creation. An owner without
+-- CREATEROLE cannot create it; then the grants wait for whoever creates the role.
 DO $$
 BEGIN
-    CREATE ROLE mykey_runtime NOLOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mykey_runtime') THEN
+        BEGIN
+            CREATE ROLE mykey_runtime NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation OR insufficient_privilege THEN
+            NULL;
+        END;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mykey_runtime') THEN
+        GRANT SELECT, INSERT ON audit_checkpoint_key, audit_checkpoint TO mykey_runtime;
+        GRANT USAGE ON SEQUENCE audit_checkpoint_key_id_seq, audit_checkpoint_id_seq
+            TO mykey_runtime;
+    END IF;
 END
 $$;
-GRANT SELECT, INSERT ON audit_checkpoint_key, audit_checkpoint TO mykey_runtime;
-GRANT USAGE ON SEQUENCE audit_checkpoint_key_id_seq, audit_checkpoint_id_seq TO mykey_runtime;
