@@ -701,3 +701,30 @@ async fn bad_arguments_are_usage_errors_and_replay_is_not_yet() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_and_their_keys_are_append_only() {
+    let s = server().await;
+    s.sign().await;
+    let client = s.db.client().await;
+    for table in ["audit_checkpoint", "audit_checkpoint_key"] {
+        for sql in [
+            format!("UPDATE {table} SET id = id"),
+            format!("DELETE FROM {table}"),
+            format!("TRUNCATE {table} CASCADE"),
+        ] {
+            let err = client
+                .batch_execute(&sql)
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{sql} was allowed"));
+            assert!(
+                err.to_string().contains("append-only")
+                    || format!("{err:?}").contains("append-only"),
+                "{sql}: {err:?}"
+            );
+        }
+    }
+    let (_, body) = s.call("GET", "/v1/audit/checkpoints", &s.auditor).await;
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
+}
