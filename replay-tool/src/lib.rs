@@ -22,6 +22,7 @@ pub mod export;
 pub mod history;
 pub mod manifest;
 pub mod ndjson;
+pub mod pipeline;
 pub mod progress;
 pub mod verify;
 

@@ -25,6 +25,9 @@ pub struct NdjsonReader<R> {
 /// One line's outcome: an envelope, or why the line is unreadable.
 pub type Line = Result<(u64, EventEnvelope), CorruptLine>;
 
+/// One line's bytes (without the newline) and its number, or why it is unreadable.
+pub type RawLine = (u64, Result<Vec<u8>, CorruptLine>);
+
 impl<R: BufRead> NdjsonReader<R> {
     pub fn new(inner: R) -> Self {
         NdjsonReader {
@@ -42,6 +45,12 @@ impl<R: BufRead> NdjsonReader<R> {
 
     /// The next envelope with its line number; `None` at the end; an I/O error ends too.
     pub fn next_line(&mut self) -> Option<Result<Line, std::io::Error>> {
+        self.next_raw()
+            .map(|r| r.map(|(line, raw)| raw.and_then(|bytes| parse(line, &bytes))))
+    }
+
+    /// The next line's bytes (without its newline), not parsed yet.
+    pub fn next_raw(&mut self) -> Option<Result<RawLine, std::io::Error>> {
         self.buf.clear();
         let mut limited = std::io::Read::take(&mut self.inner, MAX_LINE_BYTES as u64 + 1);
         let n = match limited.read_until(b'\n', &mut self.buf) {
@@ -52,19 +61,27 @@ impl<R: BufRead> NdjsonReader<R> {
         self.line += 1;
         self.bytes += n as u64;
         let line = self.line;
-        let corrupt = |reason: String| Some(Ok(Err(CorruptLine { line, reason })));
         if self.buf.last() != Some(&b'\n') {
-            if n > MAX_LINE_BYTES {
-                return corrupt(format!("longer than {MAX_LINE_BYTES} bytes"));
-            }
-            return corrupt("the last line does not end in a newline (cut off?)".into());
+            let reason = if n > MAX_LINE_BYTES {
+                format!("longer than {MAX_LINE_BYTES} bytes")
+            } else {
+                "the last line does not end in a newline (cut off?)".into()
+            };
+            return Some(Ok((line, Err(CorruptLine { line, reason }))));
         }
         self.buf.pop();
-        match serde_json::from_slice::<EventEnvelope>(&self.buf) {
-            Ok(e) => Some(Ok(Ok((line, e)))),
-            Err(e) => corrupt(e.to_string()),
-        }
+        Some(Ok((line, Ok(std::mem::take(&mut self.buf)))))
     }
+}
+
+/// Parses one line's bytes.
+pub fn parse(line: u64, bytes: &[u8]) -> Line {
+    serde_json::from_slice::<EventEnvelope>(bytes)
+        .map(|e| (line, e))
+        .map_err(|e| CorruptLine {
+            line,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 use crate::db::{Db, Selection};
 use crate::manifest::{Manifest, FORMAT};
-use crate::ndjson::NdjsonReader;
 use crate::progress::{Progress, Unit};
 use crate::{emit, Outcome, ToolError};
 use clap::Args;
@@ -14,9 +13,6 @@ use mykey_store::verify::{ChainBreak, ChainChecker, VerifyReport};
 use serde::Serialize;
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
-
-/// Events between progress updates of a file verification.
-const PROGRESS_EVERY: u64 = 4096;
 
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["database_url", "file"])))]
@@ -355,36 +351,34 @@ fn verify_file(
     }
     let f = std::fs::File::open(file).map_err(|e| ToolError::io(file.display(), e))?;
     let size = f.metadata().map(|m| m.len()).ok();
-    let mut reader = NdjsonReader::new(BufReader::with_capacity(1 << 20, f));
+    let batches = crate::pipeline::spawn(BufReader::with_capacity(1 << 20, f));
     let mut progress = Progress::new("verify", size, Unit::Bytes);
     let mut checker: Option<ChainChecker> = None;
     let mut first_break = None;
     let mut last_bytes = 0;
     let mut count = 0u64;
-    let mut since_progress = 0u64;
-    while let Some(line) = reader.next_line() {
-        let (line_no, e) = match line.map_err(|e| ToolError::io(file.display(), e))? {
-            Ok(ok) => ok,
-            Err(corrupt) => {
-                v.line = Some(corrupt.line);
-                v.failed(corrupt.to_string());
-                break;
+    'batches: for batch in batches {
+        let batch = batch.map_err(|e| ToolError::io(file.display(), e))?;
+        let events = batch.lines.len() as u64;
+        for parsed in batch.lines {
+            let (line_no, e, hash) = match parsed {
+                Ok(ok) => ok,
+                Err(corrupt) => {
+                    v.line = Some(corrupt.line);
+                    v.failed(corrupt.to_string());
+                    break 'batches;
+                }
+            };
+            let c = checker.get_or_insert_with(|| new_checker(manifest.as_ref(), &e, &signed));
+            count += 1;
+            if let Some(b) = c.check_hashed(&e, Some(hash)) {
+                v.line = Some(line_no);
+                first_break = Some(b);
+                break 'batches;
             }
-        };
-        let c = checker.get_or_insert_with(|| new_checker(manifest.as_ref(), &e, &signed));
-        count += 1;
-        if let Some(b) = c.check(&e) {
-            v.line = Some(line_no);
-            first_break = Some(b);
-            break;
         }
-        since_progress += 1;
-        if since_progress == PROGRESS_EVERY {
-            let bytes = reader.bytes_read();
-            progress.advance(since_progress, bytes - last_bytes);
-            last_bytes = bytes;
-            since_progress = 0;
-        }
+        progress.advance(events, batch.bytes_read - last_bytes);
+        last_bytes = batch.bytes_read;
     }
     progress.finish();
     let mut checker = match checker {

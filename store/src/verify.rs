@@ -204,6 +204,17 @@ impl ChainChecker {
     }
 
     pub fn check(&mut self, e: &EventEnvelope) -> Option<ChainBreak> {
+        self.check_hashed(e, None)
+    }
+
+    /// [`ChainChecker::check`] with the event's hash already recomputed (`e.compute_hash()`)
+    /// elsewhere: hashing is independent per event, so callers may do it in parallel and keep
+    /// only the order-dependent checks here.
+    pub fn check_hashed(
+        &mut self,
+        e: &EventEnvelope,
+        computed: Option<Hash>,
+    ) -> Option<ChainBreak> {
         let found = e.global_position;
         if let Some(ahead) = self.ahead.take() {
             // `ahead` came where `expected_position` was due. If the sequence now goes back,
@@ -242,7 +253,7 @@ impl ChainChecker {
                 },
             });
         }
-        let computed = e.compute_hash();
+        let computed = computed.unwrap_or_else(|| e.compute_hash());
         if computed != e.hash {
             return self.at(ChainBreakKind::HashMismatch {
                 stored: e.hash,

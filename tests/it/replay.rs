@@ -273,14 +273,18 @@ async fn auditor_endpoints_refuse_expired_and_role_less_credentials_and_page() {
     assert_eq!(body["size"], N);
     s.sign().await;
     s.sign().await;
-    // An auditor-only credential never reaches the operator endpoints.
-    let (got, body) = s
-        .call("POST", "/v1/operator/signing-keys/rotate", &s.auditor)
-        .await;
-    assert_eq!(
-        (got, body["code"].as_str()),
-        (401, Some("OPERATOR_UNAUTHORIZED"))
-    );
+    // The operator endpoints answer the same codes; an auditor-only credential never
+    // reaches them.
+    for (token, status, code) in [
+        (s.auditor.as_str(), 403, "ROLE_REQUIRED"),
+        (s.expired.as_str(), 401, "CREDENTIAL_EXPIRED"),
+        ("not-a-token", 401, "OPERATOR_UNAUTHORIZED"),
+    ] {
+        let (got, body) = s
+            .call("POST", "/v1/operator/signing-keys/rotate", token)
+            .await;
+        assert_eq!((got, body["code"].as_str()), (status, Some(code)));
+    }
 
     let (got, page1) = s
         .call("GET", "/v1/audit/checkpoints?limit=2", &s.auditor)

@@ -42,7 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The person behind the request, if their credential is unexpired and holds one of `roles`.
-fn credential(auth: &Auth, req: &HttpRequest, roles: &[Role]) -> Result<String, Problem> {
+/// Shared with the operator endpoints, so every door answers the same codes.
+pub fn credential(auth: &Auth, req: &HttpRequest, roles: &[Role]) -> Result<String, Problem> {
     let given = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
