@@ -84,7 +84,18 @@ pub enum Command {
     NewOperatorToken {
         #[arg(long)]
         id: String,
+        /// Comma-separated roles: operator, approver, auditor.
+        #[arg(long, default_value = "operator")]
+        roles: String,
+        /// Last day the credential is valid (YYYY-MM-DD); default in 90 days (the specification
+        /// rotates credentials every three months).
+        #[arg(long)]
+        expires: Option<String>,
     },
+    /// Sign the log's head now (a C2SP signed-note checkpoint).
+    SignCheckpoint,
+    /// Make a new checkpoint key; old ones stay listed, so old checkpoints stay verifiable.
+    RotateCheckpointKey,
     /// Make a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600).
     NewKeyEncryptionKey {
         #[arg(long)]
@@ -145,10 +156,14 @@ pub fn run_offline(args: &[String]) -> Option<Result<(), BoxError>> {
 /// Runs a command that [`Command::needs_database`] says needs none. Prints a JSON result.
 pub fn run_offline_command(cmd: &Command) -> Result<(), BoxError> {
     let out = match cmd {
-        Command::NewOperatorToken { id } => {
-            let (token, line) = crate::auth::operators::OperatorTokens::new_token(id)?;
+        Command::NewOperatorToken { id, roles, expires } => {
             // The token goes to the operator, the line to the tokens file.
-            serde_json::json!({ "token": token, "tokens_file_line": line })
+            crate::auth::operators::new_operator_token_command(
+                id,
+                Some(roles),
+                expires.as_deref(),
+                chrono::Utc::now().date_naive(),
+            )?
         }
         Command::NewKeyEncryptionKey { file } => {
             crate::auth::keywrap::KeyWrap::create_file(file)?;
@@ -177,6 +192,17 @@ pub async fn run_command(
 ) -> Result<(), BoxError> {
     if !cmd.needs_database() {
         return run_offline_command(cmd);
+    }
+    let checkpoint_cmd = match cmd {
+        Command::SignCheckpoint => Some("sign-checkpoint"),
+        Command::RotateCheckpointKey => Some("rotate-checkpoint-key"),
+        _ => None,
+    };
+    if let Some(name) = checkpoint_cmd {
+        if let Some(result) = crate::audit::run_cli(settings, &pg, name).await {
+            println!("{}", result?);
+            return Ok(());
+        }
     }
     let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
     let identity = crate::auth::identity::default_identity(&store);
@@ -237,6 +263,9 @@ pub async fn run_command(
         }
         Command::NewOperatorToken { .. } | Command::NewKeyEncryptionKey { .. } => {
             return run_offline_command(cmd)
+        }
+        Command::SignCheckpoint | Command::RotateCheckpointKey => {
+            return Err("checkpoint commands are handled above".into())
         }
     };
     println!("{out}");

@@ -97,6 +97,12 @@ api_codes! {
     // operator
     OPERATOR_DISABLED = 403,
     OPERATOR_UNAUTHORIZED = 401,
+    /// The person's credential is past its expiry date.
+    CREDENTIAL_EXPIRED = 401,
+    /// The credential is valid but lacks the role this door needs.
+    ROLE_REQUIRED = 403,
+    /// A query parameter (limit, cursor, …) is malformed.
+    INVALID_QUERY = 400,
     CRL_MALFORMED = 400,
     CRL_TOO_LARGE = 400,
     CRL_UNKNOWN_ISSUER = 400,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub var_dir: PathBuf,
     /// Citizen-card login (`MYKEY_TRUST_ANCHORS`, `MYKEY_ISSUER`, ...).
     pub auth: crate::auth::config::AuthSettings,
+    /// Signed checkpoints (`MYKEY_CHECKPOINT_INTERVAL_SECS`, `MYKEY_CHECKPOINT_ORIGIN`).
+    pub audit: crate::audit::AuditSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -37,6 +39,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("var_dir", &self.var_dir)
             .field("auth", &self.auth)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -93,6 +96,7 @@ impl Settings {
         let owner_database_url = url("MYKEY_OWNER_DATABASE_URL")?;
         let var_dir = PathBuf::from(get("MYKEY_VAR_DIR").unwrap_or_else(|| "./var".to_owned()));
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
+        let audit = crate::audit::AuditSettings::from_lookup(&get, &auth.issuer)?;
         Ok(Settings {
             listen,
             metrics_listen,
@@ -100,6 +104,7 @@ impl Settings {
             owner_database_url,
             var_dir,
             auth,
+            audit,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! `main` only reads [`config::Settings`] and starts telemetry. With no `DATABASE_URL` the
 //! server runs a private PostgreSQL cluster under `./var/` ([`local_pg`]).
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod codes;

@@ -34,6 +34,8 @@ pub enum StartupError {
     Store(#[from] mykey_store::StoreError),
     #[error("citizen-card login: {0}")]
     Auth(#[from] crate::auth::AuthStartError),
+    #[error("checkpoints: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 pub struct Application {
@@ -71,6 +73,14 @@ impl Application {
             })?
             .port();
         let registry = Arc::new(prometheus::Registry::new());
+        let checkpoints = crate::audit::CheckpointSigner::start(
+            pg.clone(),
+            settings.audit.checkpoint_origin.clone(),
+            settings.auth.key_encryption_key_file.as_deref(),
+        )
+        .await?;
+        checkpoints.spawn_periodic(settings.audit.checkpoint_interval_secs);
+        let checkpoints = web::Data::from(checkpoints);
         let identity = crate::auth::identity::default_identity(&store);
         let auth = crate::auth::Auth::build_with_registry(
             settings.auth.clone(),
@@ -104,6 +114,7 @@ impl Application {
                             crate::errors::routing_problem,
                         ),
                 )
+                .app_data(checkpoints.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(MAX_JSON_BODY)
@@ -113,6 +124,7 @@ impl Application {
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
                 .configure(routes::auth::configure)
+                .configure(crate::audit::routes::configure)
                 .configure(|cfg| {
                     if public_metrics {
                         routes::auth::configure_metrics(cfg);

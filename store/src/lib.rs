@@ -11,6 +11,7 @@
 //! [`memory::InMemoryStore`] keeps the same contract in memory for unit tests of command
 //! handlers; the PostgreSQL log is [`pg::PgEventStore`]. One contract suite runs against both.
 
+pub mod checkpoint;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod memory;

@@ -7,5 +7,6 @@ mod login_b;
 mod pki;
 mod read_models;
 mod reports;
+mod replay;
 mod server;
 mod store;

@@ -4,6 +4,8 @@
 //! Authentication: `Authorization: Bearer <token>`, a named operator's token
 //! (`MYKEY_OPERATOR_TOKENS_FILE`, see [`crate::auth::operators`]) or the shared
 //! `MYKEY_OPERATOR_TOKEN`; the operator's id is the actor of every event the request causes.
+//! The credential must be unexpired and carry role `operator` (401 `CREDENTIAL_EXPIRED`, 403
+//! `ROLE_REQUIRED`; the same check as `/v1/audit/*`, [`crate::audit::routes::credential`]).
 //! With no token configured these endpoints answer 403 OPERATOR_DISABLED.
 
 use super::oauth::ctx;
@@ -30,22 +32,13 @@ fn operator(auth: &Auth, req: &HttpRequest, c: &mut Ctx) -> Result<Actor, Proble
             "Operator endpoints disabled",
         ));
     }
-    let given = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let Some(operator_id) = operators.identify(given) else {
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "OPERATOR_UNAUTHORIZED",
-            "Operator token required",
-        ));
-    };
+    // Unknown token 401 OPERATOR_UNAUTHORIZED, expired 401 CREDENTIAL_EXPIRED, no role
+    // `operator` 403 ROLE_REQUIRED.
+    let operator_id =
+        crate::audit::routes::credential(auth, req, &[crate::auth::operators::Role::Operator])?;
     c.adopt_correlation_id();
     Ok(Actor {
-        actor_id: operator_id.to_owned(),
+        actor_id: operator_id,
         role: "operator".to_owned(),
         correlation_id: c.correlation_id,
         client_addr: c.client_addr.clone(),

@@ -69,6 +69,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0111_auth_hardening_grants",
         sql: include_str!("../../migrations/0111_auth_hardening_grants.sql"),
     },
+    // 0200-0209: signed checkpoints, owned by api/src/audit.
+    Migration {
+        version: 200,
+        name: "0200_audit_checkpoints",
+        sql: include_str!("../../migrations/0200_audit_checkpoints.sql"),
+    },
 ];
 
 /// Advisory lock key (transaction scope) serialising migration runs across servers. Distinct

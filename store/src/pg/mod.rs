@@ -12,7 +12,8 @@
 //! local socket.
 
 pub mod migrations;
-mod rows;
+// Public for read-only readers that must not migrate (`mykey-replay`).
+pub mod rows;
 pub mod writer;
 
 use crate::{
