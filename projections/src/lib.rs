@@ -1,7 +1,13 @@
 //! Read models: pure `apply` functions ([`projection::Projection`]) and the runner that commits
 //! each read model together with its checkpoint, and rebuilds from the log.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod exec;
+pub mod fingerprint;
+pub mod models;
 pub mod projection;
+pub mod runner;
 
 pub use projection::{ApplyError, Change, Param, Projection, Recorded};
+pub use runner::{Projections, RunnerOptions};

@@ -142,4 +142,15 @@ pub trait Projection: Send + Sync + 'static {
     fn migrations(&self) -> &'static [&'static str];
     /// The read-model changes this event causes (none for events it does not care about).
     fn apply(&self, event: Recorded<'_>, out: &mut Vec<Change>) -> Result<(), ApplyError>;
+    /// Stream categories whose events this projection reads. The runner decodes and applies
+    /// only those (the others just advance the checkpoint), so an event this projection never
+    /// reads cannot stop it, and a rebuild skips the decoding of everything else.
+    fn categories(&self) -> &'static [&'static str] {
+        mykey_schemas::stored::any::CATEGORIES
+    }
+    /// The source of `apply` and `migrations` (`include_str!` of the projection's file), for
+    /// the fingerprint test that catches a change without a new `version`.
+    fn source(&self) -> &'static str {
+        ""
+    }
 }
