@@ -3,5 +3,6 @@
 mod auth;
 mod commands;
 mod pki;
+mod projections;
 mod server;
 mod store;

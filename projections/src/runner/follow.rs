@@ -110,8 +110,25 @@ impl Follower {
         self.projection.name()
     }
 
+    /// Applies `events` (consecutive, starting at `position + 1`). When one cannot be
+    /// applied, the events before it are committed on their own first, so the projection
+    /// stops exactly before the poison event, with everything earlier applied.
+    pub(crate) async fn apply(&mut self, events: &[EventEnvelope]) -> Result<(), BatchError> {
+        match self.apply_batch(events).await {
+            Err(BatchError::Poison(failure)) => {
+                let first = events.first().map_or(0, |e| e.global_position);
+                let before = usize::try_from(failure.position.saturating_sub(first)).unwrap_or(0);
+                if before > 0 && before < events.len() {
+                    self.apply_batch(&events[..before]).await?;
+                }
+                Err(BatchError::Poison(failure))
+            }
+            other => other,
+        }
+    }
+
     /// Applies `events` (consecutive, starting at `position + 1`) in one transaction.
-    pub(crate) async fn apply_batch(&mut self, events: &[EventEnvelope]) -> Result<(), BatchError> {
+    async fn apply_batch(&mut self, events: &[EventEnvelope]) -> Result<(), BatchError> {
         let Some(last) = events.last() else {
             return Ok(());
         };

@@ -109,7 +109,7 @@ async fn fill_and_switch<S: EventStore>(
         let events = next_batch(&mut subscription, options.batch_max)
             .await
             .map_err(batch_error)?;
-        follower.apply_batch(&events).await.map_err(batch_error)?;
+        follower.apply(&events).await.map_err(batch_error)?;
         if head_read.elapsed() >= options.poll_interval {
             head = store.head().await?;
             head_read = Instant::now();

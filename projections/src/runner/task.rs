@@ -176,7 +176,7 @@ async fn follow_log<S: EventStore + Clone + Send + Sync + 'static>(ctx: &mut Ctx
             Ok(e) => e,
             Err(e) => return e.into(),
         };
-        match follower.apply_batch(&events).await {
+        match follower.apply(&events).await {
             Ok(()) => {}
             Err(BatchError::Poison(failure)) => {
                 // An SQL error may come from the schema having been dropped by a switch
