@@ -5,6 +5,7 @@ use crate::errors::json_error_handler;
 use crate::routes;
 use actix_web::dev::{Server, Service as _};
 use actix_web::{web, App, HttpServer};
+use mykey_projections::{Projections, RunnerOptions};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use std::net::TcpListener;
 
@@ -15,6 +16,8 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: PgEventStore,
+    /// The read models: serving schemas, read-your-writes and status for `/readyz`.
+    pub projections: Projections,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +31,14 @@ pub enum StartupError {
     Store(#[from] mykey_store::StoreError),
     #[error("citizen-card login: {0}")]
     Auth(#[from] crate::auth::AuthStartError),
+    #[error("projections: {0}")]
+    Projections(#[from] mykey_projections::runner::RunnerError),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    projections: Projections,
 }
 
 impl std::fmt::Debug for Application {
@@ -62,10 +68,24 @@ impl Application {
             })?
             .port();
         let identity = crate::auth::identity::default_identity(&store);
+        let pg_config = pg.clone();
         let auth = crate::auth::Auth::build(settings.auth.clone(), pg, identity).await?;
         auth.spawn_maintenance();
         let auth = web::Data::from(auth);
-        let state = web::Data::new(AppState { store });
+        // TODO(merge): the server-wide prometheus registry once metrics move to it.
+        let metrics = prometheus::Registry::new();
+        let projections = Projections::start(
+            store.clone(),
+            pg_config,
+            mykey_projections::models::all(),
+            &metrics,
+            RunnerOptions::default(),
+        )
+        .await?;
+        let state = web::Data::new(AppState {
+            store,
+            projections: projections.clone(),
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -88,7 +108,11 @@ impl Application {
         // SIGTERM/SIGINT are handled by main, which also stops the private PostgreSQL.
         .disable_signals()
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            projections,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -100,7 +124,10 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until stopped, then stops the projections at their next batch boundary.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.projections.shutdown().await;
+        served
     }
 }

@@ -42,6 +42,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let result = match args.first().map(String::as_str) {
+        Some("rebuild") => rebuild(&args[1..], pg_config).await,
         Some(cmd) if mykey_api::cli::COMMANDS.contains(&cmd) => {
             mykey_api::cli::run(&settings, pg_config, &args).await
         }
@@ -69,6 +70,22 @@ async fn serve(
     tracing::info!("shutdown signal received; draining requests");
     handle.stop(true).await;
     server.await??;
+    Ok(())
+}
+
+/// `mykey-server rebuild <projection>`: see `mykey_projections::runner::cli`.
+async fn rebuild(
+    args: &[String],
+    pg_config: tokio_postgres::Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let [name] = args else {
+        return Err("usage: mykey-server rebuild <projection>".into());
+    };
+    let store =
+        mykey_store::pg::PgEventStore::connect(pg_config.clone(), Default::default()).await?;
+    let all = mykey_projections::models::all();
+    let mode = mykey_projections::runner::cli::ProgressMode::Auto;
+    mykey_projections::runner::cli::rebuild(&store, &pg_config, &all, name, mode).await?;
     Ok(())
 }
 
