@@ -1,6 +1,7 @@
 //! A child process for the projection crash test (`tests/it/projections.rs`): runs the
 //! projection runner with the test projection `Counts` over the database at `DATABASE_URL`,
-//! in small batches (`BATCH_MAX`), until it is killed.
+//! in small batches (`BATCH_MAX`), until it is killed. `COUNTS_VERSION` (default 1) picks the
+//! projection's version; its weight is the version, so versions give different answers.
 
 #[allow(dead_code)]
 #[path = "../it/projections/fixtures.rs"]
@@ -29,13 +30,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(mykey_projections::runner::DEFAULT_BATCH_MAX);
+    let version: u32 = std::env::var("COUNTS_VERSION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let store = PgEventStore::connect(config.clone(), PgStoreOptions::default()).await?;
     let projections = Projections::start(
         store,
         config,
         vec![Arc::new(fixtures::Counts {
-            version: 1,
-            weight: 1,
+            version,
+            weight: i64::from(version),
         })],
         &prometheus::Registry::new(),
         RunnerOptions {

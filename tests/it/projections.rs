@@ -627,3 +627,112 @@ async fn a_sigkilled_runner_resumes_without_double_applying_or_skipping() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.schema, report.schema);
 }
+
+/// `(schema, position)` of the test_counts schema being built, if any.
+async fn building(client: &tokio_postgres::Client) -> Option<(String, u64)> {
+    client
+        .query_opt(
+            "SELECT schema_name, position FROM read_models.schemas \
+             WHERE name = 'test_counts' AND state = 'building'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+}
+
+/// A runner SIGKILLed in the middle of a background rebuild resumes that build from its
+/// checkpoint (same schema, no restart from 1), switches when caught up, and the result equals
+/// a fresh rebuild's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let head = append_workload(&store, 0, 6_000).await;
+    let (v1, _) = start(
+        &db,
+        &store,
+        vec![Arc::new(Counts {
+            version: 1,
+            weight: 1,
+        })],
+    )
+    .await;
+    wait_for(&v1, "test_counts", head).await;
+    v1.shutdown().await;
+    let client = db.client().await;
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_projection_runner"))
+            .env("DATABASE_URL", db.url())
+            .env("BATCH_MAX", "50")
+            .env("COUNTS_VERSION", "2")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the runner: {e}"))
+    };
+    let mut child = spawn();
+    let (schema, killed_at) = eventually("the build to be under way", || async {
+        building(&client).await.filter(|(_, p)| *p >= 1_000)
+    })
+    .await;
+    child
+        .start_kill()
+        .unwrap_or_else(|e| panic!("kill the runner: {e}"));
+    child.wait().await.unwrap_or_else(|e| panic!("reap: {e}"));
+    let (_, stopped_at) = building(&client)
+        .await
+        .unwrap_or_else(|| panic!("the build was lost"));
+    assert!(stopped_at >= killed_at && stopped_at < head, "{stopped_at}");
+    // The old version still serves while the build is interrupted.
+    let serving = registry::all_active(&client)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(serving[0].1.version, 1);
+
+    let (v2, _) = start(
+        &db,
+        &store,
+        vec![Arc::new(Counts {
+            version: 2,
+            weight: 2,
+        })],
+    )
+    .await;
+    // Resumed, not restarted: the same schema, and the first status already past the kill.
+    let resumed = eventually("the resumed build", || async {
+        v2.statuses().into_iter().find_map(|s| match s.state {
+            RunState::Rebuilding { schema, position } => Some((schema, position)),
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!(resumed.0, schema);
+    assert!(resumed.1 >= stopped_at);
+    // (The frozen old schema is at the head too: wait for the switch, not for a position.)
+    eventually("the switch to the resumed build", || async {
+        (v2.active_schema("test_counts")?.as_ref() == schema.as_str()).then_some(())
+    })
+    .await;
+    wait_for(&v2, "test_counts", head).await;
+    v2.shutdown().await;
+    let resumed_rows = dump(&client, &schema).await;
+    assert_eq!(
+        scalar(&client, &format!("SELECT n FROM {schema}.total")).await,
+        i64::try_from(head * 2).unwrap_or(0)
+    );
+    let fresh = runner::rebuild(
+        &store,
+        &db.config(),
+        Arc::new(Counts {
+            version: 2,
+            weight: 2,
+        }),
+        &options(),
+        |_| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("rebuild: {e}"));
+    assert_eq!(resumed_rows, dump(&client, &fresh.schema).await);
+}
