@@ -736,3 +736,45 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     .unwrap_or_else(|e| panic!("rebuild: {e}"));
     assert_eq!(resumed_rows, dump(&client, &fresh.schema).await);
 }
+
+/// Two processes (two runners on one database): one applies the log, the other stands by
+/// showing its progress, and takes over when the first stops. Every event counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runner_stands_by_and_takes_over() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let counts = || -> Vec<Arc<dyn Projection>> {
+        vec![Arc::new(Counts {
+            version: 1,
+            weight: 1,
+        })]
+    };
+    let (first, _) = start(&db, &store, counts()).await;
+    let head = append_workload(&store, 0, 300).await;
+    wait_for(&first, "test_counts", head).await;
+    let (second, _) = start(&db, &store, counts()).await;
+    let state = |p: &Projections| p.statuses()[0].state.clone();
+    eventually("the second runner to stand by", || async {
+        (state(&second) == RunState::Standby).then_some(())
+    })
+    .await;
+    assert_eq!(state(&first), RunState::Following);
+    let head = append_workload(&store, 300, 300).await;
+    // The standby's readers see the leader's progress.
+    wait_for(&second, "test_counts", head).await;
+    assert_eq!(
+        schema_of(&second, "test_counts"),
+        schema_of(&first, "test_counts")
+    );
+    first.shutdown().await;
+    let head = append_workload(&store, 600, 300).await;
+    wait_for(&second, "test_counts", head).await;
+    assert_eq!(state(&second), RunState::Following);
+    let schema = schema_of(&second, "test_counts");
+    let client = db.client().await;
+    assert_eq!(
+        scalar(&client, &format!("SELECT n FROM {schema}.total")).await,
+        900
+    );
+    second.shutdown().await;
+}

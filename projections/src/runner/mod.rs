@@ -118,6 +118,9 @@ pub enum RunState {
     Starting,
     /// Following the log into the serving schema.
     Following,
+    /// Another process runs this projection; this one shows its progress and takes over when
+    /// that one stops.
+    Standby,
     /// Building `schema` (this code's version) while the old schema serves.
     Rebuilding {
         schema: String,

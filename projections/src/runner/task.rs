@@ -21,7 +21,7 @@ pub(super) struct Ctx<S> {
     pub options: RunnerOptions,
     pub shutdown: watch::Receiver<bool>,
     /// Serving schema per projection name, as last read by the poller.
-    pub registry: watch::Receiver<BTreeMap<String, String>>,
+    pub registry: watch::Receiver<BTreeMap<String, SchemaRow>>,
 }
 
 enum Outcome {
@@ -107,6 +107,9 @@ async fn follow_log<S: EventStore + Clone + Send + Sync + 'static>(ctx: &mut Ctx
         Ok(c) => c,
         Err(e) => return transient(e),
     };
+    if let Some(outcome) = lead_or_stand_by(ctx, &client).await {
+        return outcome;
+    }
     let attached = match registry::attach(&mut client, &*projection, ctx.options.retire_grace).await
     {
         Ok(a) => a,
@@ -164,7 +167,7 @@ async fn follow_log<S: EventStore + Clone + Send + Sync + 'static>(ctx: &mut Ctx
                     .registry
                     .borrow_and_update()
                     .get(name)
-                    .is_some_and(|s| *s != target);
+                    .is_some_and(|s| s.schema != target);
                 if moved {
                     return Outcome::Reattach;
                 }
@@ -210,6 +213,48 @@ async fn follow_log<S: EventStore + Clone + Send + Sync + 'static>(ctx: &mut Ctx
                 schema: target.clone(),
                 position: follower.position,
             });
+        }
+    }
+}
+
+/// One runner per projection across all processes applies the log: the one holding the
+/// projection's session advisory lock on its connection (released when the connection or the
+/// process dies). Another process stands by, publishing the serving schema and checkpoint the
+/// registry shows (so its readers and `wait_for` see the leader's progress within a poll
+/// interval), and takes over when the lock comes free. Returns None once this one leads.
+async fn lead_or_stand_by<S>(ctx: &mut Ctx<S>, client: &tokio_postgres::Client) -> Option<Outcome> {
+    let name = ctx.slot.projection.name();
+    let mut announced = false;
+    loop {
+        let locked = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('mykey_runner:' || $1))",
+                &[&name],
+            )
+            .await
+            .and_then(|r| r.try_get::<_, bool>(0));
+        match locked {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => return Some(transient(e)),
+        }
+        if !announced {
+            announced = true;
+            ctx.slot.set_state(RunState::Standby);
+        }
+        if let Some(row) = ctx.registry.borrow_and_update().get(name) {
+            publish(&ctx.slot, row);
+            ctx.slot.filled.store(row.position, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = ctx.shutdown.wait_for(|stop| *stop) => return Some(Outcome::Shutdown),
+            changed = ctx.registry.changed() => {
+                if changed.is_err() {
+                    return Some(Outcome::Shutdown);
+                }
+            }
+            // The leader may stop while nothing changes: try the lock again anyway.
+            _ = tokio::time::sleep(ctx.options.poll_interval) => {}
         }
     }
 }
@@ -303,7 +348,7 @@ pub(super) async fn poll<S: EventStore + Clone + Send + Sync + 'static>(
     client: tokio_postgres::Client,
     store: S,
     slots: Vec<Arc<Slot>>,
-    registry_tx: watch::Sender<BTreeMap<String, String>>,
+    registry_tx: watch::Sender<BTreeMap<String, SchemaRow>>,
     mut shutdown: watch::Receiver<bool>,
     interval: Duration,
 ) {
@@ -316,8 +361,7 @@ pub(super) async fn poll<S: EventStore + Clone + Send + Sync + 'static>(
         }
         match registry::all_active(&client).await {
             Ok(rows) => {
-                let map: BTreeMap<String, String> =
-                    rows.into_iter().map(|(n, r)| (n, r.schema)).collect();
+                let map: BTreeMap<String, SchemaRow> = rows.into_iter().collect();
                 registry_tx.send_if_modified(|old| {
                     let changed = *old != map;
                     *old = map;
