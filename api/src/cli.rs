@@ -94,6 +94,23 @@ pub enum Command {
     },
     /// Sign the log's head now (a C2SP signed-note checkpoint).
     SignCheckpoint,
+    /// Rebuild one projection from position 1 into fresh tables while the current ones keep
+    /// serving, then switch readers to it (progress bar on a terminal, plain lines otherwise).
+    Rebuild {
+        /// The projection's name (e.g. ppids, programs, daily_counters).
+        projection: String,
+    },
+    /// A report from the read models: CSV, JSON or an SVG chart on stdout.
+    Report {
+        /// daily (citizen card), weekly (point programs) or monthly (operations).
+        kind: String,
+        /// A day in the period, YYYY-MM-DD (Asia/Tokyo calendar days).
+        #[arg(long)]
+        date: String,
+        /// csv, json or svg.
+        #[arg(long, default_value = "csv")]
+        format: String,
+    },
     /// Make a new checkpoint key; old ones stay listed, so old checkpoints stay verifiable.
     RotateCheckpointKey,
     /// Make a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600).
@@ -198,6 +215,11 @@ pub async fn run_command(
         Command::RotateCheckpointKey => Some("rotate-checkpoint-key"),
         _ => None,
     };
+    match cmd {
+        Command::Rebuild { projection } => return rebuild(pg, projection).await,
+        Command::Report { kind, date, format } => return report(pg, kind, date, format).await,
+        _ => {}
+    }
     if let Some(name) = checkpoint_cmd {
         if let Some(result) = crate::audit::run_cli(settings, &pg, name).await {
             println!("{}", result?);
@@ -264,13 +286,58 @@ pub async fn run_command(
         Command::NewOperatorToken { .. } | Command::NewKeyEncryptionKey { .. } => {
             return run_offline_command(cmd)
         }
-        Command::SignCheckpoint | Command::RotateCheckpointKey => {
-            return Err("checkpoint commands are handled above".into())
-        }
+        Command::SignCheckpoint
+        | Command::RotateCheckpointKey
+        | Command::Rebuild { .. }
+        | Command::Report { .. } => return Err("handled above".into()),
     };
     println!("{out}");
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// `mykey-server rebuild <projection>`.
+async fn rebuild(pg: tokio_postgres::Config, name: &str) -> Result<(), BoxError> {
+    use mykey_projections::runner::cli::{rebuild, ProgressMode};
+    let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
+    let all = mykey_projections::models::all();
+    let report = rebuild(&store, &pg, &all, name, ProgressMode::Auto).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "projection": name,
+            "schema": report.schema,
+            "replaced": report.replaced,
+            "position": report.position,
+            "events_per_second": report.events_per_second().round(),
+        })
+    );
+    Ok(())
+}
+
+/// `mykey-server report <kind> --date D --format F`: from the read models the runner serves now
+/// (their position is what the server last applied).
+async fn report(
+    pg: tokio_postgres::Config,
+    kind: &str,
+    date: &str,
+    format: &str,
+) -> Result<(), BoxError> {
+    use mykey_projections::reports::{cli::run_args, Sources};
+    use mykey_projections::runner::registry;
+    // Connecting the store applies pending migrations (auth_audit and auth_crl are read).
+    let _store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let counters = registry::active(&client, "daily_counters")
+        .await?
+        .ok_or("the daily_counters read model does not exist yet: start the server once")?;
+    let sources = Sources {
+        counters: counters.schema,
+    };
+    let out = run_args(&client, &sources, kind, date, format, chrono::Utc::now()).await?;
+    print!("{out}");
+    Ok(())
 }

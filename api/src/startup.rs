@@ -7,6 +7,7 @@ use actix_web::dev::{Server, Service as _};
 use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
+use mykey_projections::{Projections, RunnerOptions};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct AppState {
     /// This server's metrics: components register their collectors here (never in the
     /// global default registry; tests run several servers in one process).
     pub registry: Arc<prometheus::Registry>,
+    /// The read models: serving schemas, read-your-writes and status for `/readyz`.
+    pub projections: Projections,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,8 @@ pub enum StartupError {
     Auth(#[from] crate::auth::AuthStartError),
     #[error("checkpoints: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error("projections: {0}")]
+    Projections(#[from] mykey_projections::runner::RunnerError),
 }
 
 pub struct Application {
@@ -44,6 +49,7 @@ pub struct Application {
     /// `MYKEY_METRICS_LISTEN`'s server, when set.
     metrics: Option<(u16, Server)>,
     registry: Arc<prometheus::Registry>,
+    projections: Projections,
 }
 
 impl std::fmt::Debug for Application {
@@ -82,6 +88,7 @@ impl Application {
         checkpoints.spawn_periodic(settings.audit.checkpoint_interval_secs);
         let checkpoints = web::Data::from(checkpoints);
         let identity = crate::auth::identity::default_identity(&store);
+        let pg_config = pg.clone();
         let auth = crate::auth::Auth::build_with_registry(
             settings.auth.clone(),
             pg,
@@ -91,6 +98,14 @@ impl Application {
         .await?;
         auth.spawn_maintenance();
         let auth = web::Data::from(auth);
+        let projections = Projections::start(
+            store.clone(),
+            pg_config,
+            mykey_projections::models::all(),
+            &registry,
+            RunnerOptions::default(),
+        )
+        .await?;
         let registry_data = web::Data::from(registry.clone());
         let metrics = match settings.metrics_listen {
             Some(addr) => Some(metrics_server(addr, registry_data.clone())?),
@@ -100,6 +115,7 @@ impl Application {
         let state = web::Data::new(AppState {
             store,
             registry: registry.clone(),
+            projections: projections.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -145,6 +161,7 @@ impl Application {
             server,
             metrics,
             registry,
+            projections,
         })
     }
 
@@ -167,16 +184,21 @@ impl Application {
         self.server.handle()
     }
 
-    /// Runs until the public server stops; the metrics listener stops with it.
+    /// Runs until the public server stops; the metrics listener stops with it, and the
+    /// projections stop at their next batch boundary.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Some((_, metrics)) = self.metrics else {
-            return self.server.await;
+        let result = match self.metrics {
+            None => self.server.await,
+            Some((_, metrics)) => {
+                let handle = metrics.handle();
+                let metrics = tokio::spawn(metrics);
+                let result = self.server.await;
+                handle.stop(true).await;
+                let _ = metrics.await;
+                result
+            }
         };
-        let handle = metrics.handle();
-        let metrics = tokio::spawn(metrics);
-        let result = self.server.await;
-        handle.stop(true).await;
-        let _ = metrics.await;
+        self.projections.shutdown().await;
         result
     }
 }

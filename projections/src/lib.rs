@@ -5,8 +5,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod exec;
+pub mod fingerprint;
 pub mod models;
 pub mod projection;
 pub mod reports;
+pub mod runner;
 
 pub use projection::{ApplyError, Change, Param, Projection, Recorded};
+pub use runner::{Projections, RunnerOptions};

@@ -5,6 +5,7 @@ mod auth_hardening;
 mod commands;
 mod login_b;
 mod pki;
+mod projections;
 mod read_models;
 mod reports;
 mod replay;

@@ -117,6 +117,7 @@ async fn serve(
     Ok(())
 }
 
+/// `mykey-server rebuild <projection>`: see `mykey_projections::runner::cli`.
 async fn shutdown_signal() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -11,7 +11,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The process can serve: the event log answers.
+/// The process can serve: the event log answers. The detail lists each projection's position,
+/// lag and, for one stopped on an event, the position, event type and error.
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let head = state
@@ -19,5 +20,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem>
         .head()
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "log_head": head })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "log_head": head,
+        "projections": state.projections.statuses(),
+    })))
 }
