@@ -16,6 +16,8 @@ pub struct Settings {
     pub var_dir: PathBuf,
     /// Citizen-card login (`MYKEY_TRUST_ANCHORS`, `MYKEY_ISSUER`, ...).
     pub auth: crate::auth::config::AuthSettings,
+    /// `KAFKA_BROKERS` and the other `KAFKA_*`; `None`: no Kafka at all.
+    pub kafka: Option<mykey_projections::kafka::KafkaSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -25,6 +27,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("var_dir", &self.var_dir)
             .field("auth", &self.auth)
+            .field("kafka", &self.kafka)
             .finish()
     }
 }
@@ -65,11 +68,19 @@ impl Settings {
         }
         let var_dir = PathBuf::from(get("MYKEY_VAR_DIR").unwrap_or_else(|| "./var".to_owned()));
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
+        let kafka = mykey_projections::kafka::KafkaSettings::from_lookup(&get).map_err(|e| {
+            ConfigError::Invalid {
+                name: e.name,
+                value: e.value,
+                reason: e.reason,
+            }
+        })?;
         Ok(Settings {
             listen,
             database_url,
             var_dir,
             auth,
+            kafka,
         })
     }
 }

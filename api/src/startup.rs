@@ -28,11 +28,15 @@ pub enum StartupError {
     Store(#[from] mykey_store::StoreError),
     #[error("citizen-card login: {0}")]
     Auth(#[from] crate::auth::AuthStartError),
+    #[error("Kafka relay: {0}")]
+    Kafka(#[from] mykey_projections::kafka::RelayError),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// The Kafka relay task when `KAFKA_BROKERS` is set; dropped (stopped) with the server.
+    _relay: Option<mykey_projections::kafka::RelayHandle>,
 }
 
 impl std::fmt::Debug for Application {
@@ -50,6 +54,15 @@ impl Application {
         pg: tokio_postgres::Config,
     ) -> Result<Application, StartupError> {
         let store = PgEventStore::connect(pg.clone(), PgStoreOptions::default()).await?;
+        // Lead: at merge, register into the Application's registry (login-a) instead.
+        let metrics = prometheus::Registry::new();
+        let relay = match &settings.kafka {
+            Some(kafka) => Some(
+                mykey_projections::kafka::start(store.clone(), pg.clone(), kafka.clone(), &metrics)
+                    .await?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
             addr: settings.listen.to_string(),
             source,
@@ -88,7 +101,11 @@ impl Application {
         // SIGTERM/SIGINT are handled by main, which also stops the private PostgreSQL.
         .disable_signals()
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            _relay: relay,
+        })
     }
 
     pub fn port(&self) -> u16 {

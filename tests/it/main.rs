@@ -2,6 +2,7 @@
 
 mod auth;
 mod commands;
+mod kafka;
 mod pki;
 mod server;
 mod store;

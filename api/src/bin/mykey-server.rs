@@ -42,6 +42,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let result = match args.first().map(String::as_str) {
+        Some("relay") => relay(&settings, pg_config).await,
         Some(cmd) if mykey_api::cli::COMMANDS.contains(&cmd) => {
             mykey_api::cli::run(&settings, pg_config, &args).await
         }
@@ -69,6 +70,24 @@ async fn serve(
     tracing::info!("shutdown signal received; draining requests");
     handle.stop(true).await;
     server.await??;
+    Ok(())
+}
+
+/// `mykey-server relay`: the Kafka relay alone (needs `KAFKA_BROKERS`).
+async fn relay(
+    settings: &Settings,
+    pg_config: tokio_postgres::Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let kafka = settings
+        .kafka
+        .clone()
+        .ok_or("relay mode needs KAFKA_BROKERS")?;
+    let stop = async {
+        if let Err(e) = shutdown_signal().await {
+            tracing::error!("cannot wait for a shutdown signal: {e}");
+        }
+    };
+    mykey_projections::kafka::relay::run_standalone(pg_config, kafka, stop).await?;
     Ok(())
 }
 

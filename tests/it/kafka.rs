@@ -1,0 +1,559 @@
+//! The Kafka relay against a real broker (tansu; see `kafka/broker.rs` for where it comes
+//! from). Each test has its own database, its own topic prefix and its own consumer group.
+
+mod broker;
+
+use broker::Broker;
+use mykey_projections::kafka::{self, message, KafkaSettings, RelayError};
+use mykey_schemas::{EventEnvelope, EventMetadata, NewEvent, StreamId};
+use mykey_store::pg::{PgEventStore, PgStoreOptions};
+use mykey_store::verify::ChainChecker;
+use mykey_store::{AppendRequest, EventStore, ExpectedVersion};
+use mykey_tests::TestDb;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use uuid::Uuid;
+
+/// Partitions of the tests' topics: several, so streams interleave across partitions.
+const PARTITIONS: i32 = 3;
+/// The categories the load writes (two topics).
+const CATEGORIES: [&str; 2] = ["load", "other"];
+/// Streams per category the load spreads over.
+const STREAMS: usize = 20;
+/// Bound on waiting for the relay to catch up or a consumer to see everything.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+fn settings(broker: &Broker) -> KafkaSettings {
+    KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: format!("t{}", Uuid::new_v4().simple()),
+        partitions: PARTITIONS,
+        replication_factor: None,
+    }
+}
+
+async fn store(db: &TestDb) -> PgEventStore {
+    PgEventStore::connect(db.config(), PgStoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("store: {e}"))
+}
+
+fn one_event(n: u64) -> AppendRequest {
+    let category = CATEGORIES[(n % 2) as usize];
+    let stream = StreamId::new(category, (n / 2) % STREAMS as u64)
+        .unwrap_or_else(|e| panic!("stream id: {e}"));
+    AppendRequest::single(
+        stream,
+        ExpectedVersion::Any,
+        vec![NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "LoadHappened".into(),
+            schema_version: 1,
+            payload: format!("{{\"n\":{n}, \"note\":\"stored as written\"}}"),
+        }],
+        EventMetadata {
+            actor_id: "kafka-test".into(),
+            actor_role: "system".into(),
+            command_id: Uuid::now_v7(),
+            correlation_id: Uuid::new_v4(),
+            causation_id: Uuid::new_v4(),
+            patch_id: None,
+            client_addr: None,
+        },
+    )
+}
+
+/// Appends `count` single-event commands from `tasks` concurrent tasks.
+async fn append(store: &PgEventStore, tasks: u64, count: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (store, next) = (store.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return;
+                }
+                if let Err(e) = store.append(one_event(n)).await {
+                    panic!("append: {e}");
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap_or_else(|e| panic!("append task: {e}"));
+    }
+}
+
+/// Appends continuously (a few tasks) until stopped: commands keep arriving during faults.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl Load {
+    fn start(store: &PgEventStore, tasks: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU64::new(0));
+        let tasks = (0..tasks)
+            .map(|_| {
+                let (store, stop, next) = (store.clone(), stop.clone(), next.clone());
+                tokio::spawn(async move {
+                    let mut done = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = store.append(one_event(n)).await {
+                            panic!("append during the test: {e}");
+                        }
+                        done += 1;
+                        // Keep the load moderate: the point is a steady stream, not a benchmark.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    done
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Stops appending; returns how many commands were accepted.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        for t in self.tasks {
+            total += t.await.unwrap_or_else(|e| panic!("load task: {e}"));
+        }
+        total
+    }
+}
+
+async fn relay_position(db: &TestDb, prefix: &str) -> u64 {
+    let row = db
+        .client()
+        .await
+        .query_opt(
+            "SELECT position FROM relay_position WHERE topic_prefix = $1",
+            &[&prefix],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("relay_position: {e}"));
+    row.map_or(0, |r| r.get::<_, i64>(0) as u64)
+}
+
+/// Polls `check` until it holds, or fails the test after `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the relay's stored position reaches the log's head.
+async fn caught_up(db: &TestDb, store: &PgEventStore, prefix: &str) -> u64 {
+    let head = store.head().await.unwrap_or_else(|e| panic!("head: {e}"));
+    eventually("the relay to catch up", CATCH_UP, || async {
+        relay_position(db, prefix).await >= head
+    })
+    .await;
+    head
+}
+
+/// One message as a consumer received it.
+#[derive(Debug)]
+struct Received {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: String,
+    headers: HashMap<String, String>,
+    event: EventEnvelope,
+}
+
+/// Reads every partition of the tests' topics from the beginning until `head` distinct
+/// positions have arrived, then drains what else is already there (duplicates).
+async fn consume(settings: &KafkaSettings, head: u64) -> Vec<Received> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", format!("g{}", Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let mut partitions = TopicPartitionList::new();
+    for category in CATEGORIES {
+        let topic = message::topic(&settings.topic_prefix, category);
+        for p in 0..settings.partitions {
+            partitions
+                .add_partition_offset(&topic, p, Offset::Beginning)
+                .unwrap_or_else(|e| panic!("assign: {e}"));
+        }
+    }
+    consumer
+        .assign(&partitions)
+        .unwrap_or_else(|e| panic!("assign: {e}"));
+    let mut received = Vec::new();
+    let mut distinct = std::collections::HashSet::new();
+    let deadline = Instant::now() + CATCH_UP;
+    loop {
+        // Once everything arrived, a quiet second means nothing more is coming.
+        let wait = if distinct.len() as u64 >= head {
+            Duration::from_secs(1)
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        let m = match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => panic!("consume: {e}"),
+            Err(_) if distinct.len() as u64 >= head => return received,
+            Err(_) => panic!(
+                "only {} of {head} positions arrived within {CATCH_UP:?}",
+                distinct.len()
+            ),
+        };
+        let event = message::decode(m.payload()).unwrap_or_else(|e| panic!("decode: {e}"));
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        distinct.insert(event.global_position);
+        received.push(Received {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+            headers,
+            event,
+        });
+    }
+}
+
+/// Checks what a consumer received against the log `1..=head`: every position, correct
+/// topic/key/headers, per-stream order after deduplication, and the hash chain recomputed
+/// from the values. Returns the positions that arrived more than once.
+fn check(received: &[Received], settings: &KafkaSettings, head: u64) -> Vec<u64> {
+    for r in received {
+        let e = &r.event;
+        assert_eq!(
+            r.topic,
+            message::topic(&settings.topic_prefix, e.stream_id.category())
+        );
+        assert_eq!(r.key, e.stream_id.as_str());
+        for (name, value) in message::headers(e) {
+            assert_eq!(
+                r.headers.get(name),
+                Some(&value),
+                "header {name} at {}",
+                e.global_position
+            );
+        }
+    }
+    // A consumer's deduplication: per partition, in offset order, skip every position not above
+    // the highest already applied; streams must then advance one version at a time.
+    let mut by_partition: BTreeMap<(&str, i32), Vec<&Received>> = BTreeMap::new();
+    for r in received {
+        by_partition
+            .entry((&r.topic, r.partition))
+            .or_default()
+            .push(r);
+    }
+    let mut applied: BTreeMap<u64, &EventEnvelope> = BTreeMap::new();
+    let mut duplicates = Vec::new();
+    for (_, mut messages) in by_partition {
+        messages.sort_by_key(|r| r.offset);
+        let mut highest = 0;
+        let mut versions: HashMap<&str, u64> = HashMap::new();
+        for r in messages {
+            let e = &r.event;
+            if e.global_position <= highest {
+                duplicates.push(e.global_position);
+                continue;
+            }
+            highest = e.global_position;
+            let last = versions.entry(e.stream_id.as_str()).or_insert(0);
+            assert_eq!(
+                e.stream_version,
+                *last + 1,
+                "stream {} out of order at position {}",
+                e.stream_id,
+                e.global_position
+            );
+            *last = e.stream_version;
+            assert!(
+                applied.insert(e.global_position, e).is_none(),
+                "position in two partitions"
+            );
+        }
+    }
+    let positions: Vec<u64> = applied.keys().copied().collect();
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "positions missing"
+    );
+    let mut chain = ChainChecker::new(1);
+    for e in applied.values() {
+        assert_eq!(
+            chain.check(e),
+            None,
+            "hash chain broken at {}",
+            e.global_position
+        );
+    }
+    assert_eq!(chain.finish(head), None);
+    duplicates.sort_unstable();
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_kafka_once_in_stream_order_with_headers_and_chain() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let settings = settings(&broker);
+    let registry = prometheus::Registry::new();
+    let relay = kafka::start(store.clone(), db.config(), settings.clone(), &registry)
+        .await
+        .unwrap_or_else(|e| panic!("relay: {e}"));
+    append(&store, 16, 2_000).await;
+    let head = caught_up(&db, &store, &settings.topic_prefix).await;
+    assert_eq!(head, 2_000);
+    let received = consume(&settings, head).await;
+    let duplicates = check(&received, &settings, head);
+    assert!(
+        duplicates.is_empty(),
+        "no fault, yet duplicates: {duplicates:?}"
+    );
+    assert_eq!(relay.metrics().lag_events.get(), 0);
+    relay.stop().await;
+}
+
+/// The test relay process; returns it and a reader of its state lines.
+fn spawn_relay(
+    db: &TestDb,
+    settings: &KafkaSettings,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kafka_relay"))
+        .env("DATABASE_URL", db.url())
+        .env("KAFKA_BROKERS", &settings.brokers)
+        .env("KAFKA_TOPIC_PREFIX", &settings.topic_prefix)
+        .env("KAFKA_PARTITIONS", settings.partitions.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn kafka_relay: {e}"));
+    let stdout = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| panic!("kafka_relay has no stdout"));
+    (child, tokio::io::BufReader::new(stdout).lines())
+}
+
+/// Waits for the relay process to print `want`.
+async fn expect_state(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    want: &str,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, lines.next_line()).await {
+            Ok(Ok(Some(line))) if line == want => return,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the relay process ended before printing {want}"),
+            Ok(Err(e)) => panic!("reading the relay process: {e}"),
+            Err(_) => panic!("the relay process did not print {want} within {within:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_flight_resumes_with_only_the_unacknowledged_tail_repeated() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let settings = settings(&broker);
+    let (mut first, mut lines) = spawn_relay(&db, &settings);
+    expect_state(&mut lines, "leading", CATCH_UP).await;
+    let load = Load::start(&store, 8);
+    eventually("the relay to publish a first part", CATCH_UP, || async {
+        relay_position(&db, &settings.topic_prefix).await >= 300
+    })
+    .await;
+    first.start_kill().unwrap_or_else(|e| panic!("kill: {e}"));
+    first.wait().await.unwrap_or_else(|e| panic!("wait: {e}"));
+    let at_kill = relay_position(&db, &settings.topic_prefix).await;
+    let head_at_kill = store.head().await.unwrap_or_else(|e| panic!("head: {e}"));
+    assert!(head_at_kill > at_kill, "the kill should land mid-flight");
+    // Commands go on while no relay runs.
+    eventually("more appends", CATCH_UP, || async {
+        store.head().await.unwrap_or(0) >= head_at_kill + 200
+    })
+    .await;
+    let (_second, mut lines) = spawn_relay(&db, &settings);
+    expect_state(&mut lines, "leading", CATCH_UP).await;
+    load.stop().await;
+    let head = caught_up(&db, &store, &settings.topic_prefix).await;
+    let received = consume(&settings, head).await;
+    let duplicates = check(&received, &settings, head);
+    assert!(
+        duplicates.iter().all(|&p| p > at_kill),
+        "a position acknowledged before the kill ({at_kill}) was sent again: {duplicates:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_publish_one_at_a_time_and_the_second_takes_over() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let settings = settings(&broker);
+    let (mut a, mut a_lines) = spawn_relay(&db, &settings);
+    expect_state(&mut a_lines, "leading", CATCH_UP).await;
+    let (_b, mut b_lines) = spawn_relay(&db, &settings);
+    expect_state(&mut b_lines, "standby", CATCH_UP).await;
+    append(&store, 8, 500).await;
+    caught_up(&db, &store, &settings.topic_prefix).await;
+    // B stayed in standby all along: it printed nothing since.
+    let quiet = tokio::time::timeout(Duration::from_millis(200), b_lines.next_line()).await;
+    assert!(quiet.is_err(), "the standby relay changed state: {quiet:?}");
+
+    a.start_kill().unwrap_or_else(|e| panic!("kill: {e}"));
+    a.wait().await.unwrap_or_else(|e| panic!("wait: {e}"));
+    expect_state(&mut b_lines, "leading", CATCH_UP).await;
+    append(&store, 8, 500).await;
+    let head = caught_up(&db, &store, &settings.topic_prefix).await;
+    assert_eq!(head, 1_000);
+    let received = consume(&settings, head).await;
+    check(&received, &settings, head);
+}
+
+/// A gauge's value as the registry exposes it (text format).
+fn gauge(registry: &prometheus::Registry, name: &str) -> i64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap_or_else(|e| panic!("metrics: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// How long the broker stays frozen.
+const FREEZE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_loses_nothing_and_the_lag_rises_then_falls() {
+    let broker = Broker::private().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let settings = settings(&broker);
+    let registry = prometheus::Registry::new();
+    let relay = kafka::start(store.clone(), db.config(), settings.clone(), &registry)
+        .await
+        .unwrap_or_else(|e| panic!("relay: {e}"));
+    let load = Load::start(&store, 4);
+    eventually("a first publication", CATCH_UP, || async {
+        relay_position(&db, &settings.topic_prefix).await >= 100
+    })
+    .await;
+
+    broker.signal("-STOP");
+    let frozen_at = Instant::now();
+    let head_before = store.head().await.unwrap_or_else(|e| panic!("head: {e}"));
+    let (mut max_events, mut max_seconds) = (0, 0);
+    while frozen_at.elapsed() < FREEZE {
+        max_events = max_events.max(gauge(&registry, "mykey_relay_lag_events"));
+        max_seconds = max_seconds.max(gauge(&registry, "mykey_relay_lag_seconds"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head_frozen = store.head().await.unwrap_or_else(|e| panic!("head: {e}"));
+    broker.signal("-CONT");
+    assert!(
+        head_frozen > head_before + 100,
+        "commands were not accepted while the broker was frozen"
+    );
+    assert!(max_events > 100, "lag in events did not rise: {max_events}");
+    assert!(
+        max_seconds >= 5,
+        "lag in seconds did not rise: {max_seconds}"
+    );
+
+    load.stop().await;
+    let head = caught_up(&db, &store, &settings.topic_prefix).await;
+    eventually("the lag to fall", CATCH_UP, || async {
+        gauge(&registry, "mykey_relay_lag_events") == 0
+            && gauge(&registry, "mykey_relay_lag_seconds") == 0
+    })
+    .await;
+    let received = consume(&settings, head).await;
+    check(&received, &settings, head);
+    relay.stop().await;
+}
+
+/// A bad broker address is a start-up error within seconds.
+const BAD_ADDRESS_BOUND: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_bad_broker_address_is_a_startup_error_within_seconds() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    // A port nobody listens on (bound, then released), and a name that does not resolve.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for brokers in [closed.to_string(), "no-such-broker.invalid:9092".to_owned()] {
+        let started = Instant::now();
+        let registry = prometheus::Registry::new();
+        let result = kafka::start(
+            store.clone(),
+            db.config(),
+            KafkaSettings::new(brokers.clone()),
+            &registry,
+        )
+        .await;
+        assert!(
+            matches!(result, Err(RelayError::Unreachable { .. })),
+            "{brokers}: {result:?}"
+        );
+        assert!(
+            started.elapsed() < BAD_ADDRESS_BOUND,
+            "{brokers}: took {:?}",
+            started.elapsed()
+        );
+    }
+
+    let settings = mykey_api::config::Settings::from_lookup(|k| match k {
+        "MYKEY_LISTEN" => Some("127.0.0.1:0".to_owned()),
+        "KAFKA_BROKERS" => Some(closed.to_string()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let result = mykey_api::startup::Application::build(&settings, db.config()).await;
+    assert!(
+        matches!(result, Err(mykey_api::startup::StartupError::Kafka(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < BAD_ADDRESS_BOUND);
+}
