@@ -244,7 +244,7 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
             match result {
                 Ok(()) => break,
                 Err(e) => {
-                    self.state.send_replace(RelayState::Standby);
+                    self.set_state(RelayState::Standby);
                     self.metrics.failures.inc();
                     if self.acked.load(Ordering::Relaxed) > before {
                         backoff = BACKOFF_MIN;
@@ -257,7 +257,16 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
                 }
             }
         }
-        self.state.send_replace(RelayState::Stopped);
+        self.set_state(RelayState::Stopped);
+    }
+
+    /// Publishes `state` to watchers only when it changed.
+    fn set_state(&self, state: RelayState) {
+        self.state.send_if_modified(|now| {
+            let changed = *now != state;
+            *now = state;
+            changed
+        });
     }
 
     /// Sleeps `d`; true when a stop was requested meanwhile (or the handle is gone).
@@ -275,7 +284,7 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
     /// (`Ok`) or an error. Dropping the connection at the end releases the lock.
     async fn term(&mut self) -> Result<(), RelayError> {
         let conn = LeaderConn::open(&self.pg, &self.settings.topic_prefix).await?;
-        self.state.send_replace(RelayState::Standby);
+        self.set_state(RelayState::Standby);
         while !conn.try_lead().await? {
             if self.wait_or_stop(LEADER_POLL_INTERVAL).await {
                 return Ok(());
@@ -286,7 +295,7 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
         self.metrics.acknowledged_position.set(gauge_value(from));
         self.leading.store(true, Ordering::Relaxed);
         self.metrics.leader.set(1);
-        self.state.send_replace(RelayState::Leading);
+        self.set_state(RelayState::Leading);
         tracing::info!(
             from = from + 1,
             prefix = %self.settings.topic_prefix,
