@@ -40,6 +40,8 @@ const TASKS: usize = 64;
 const STREAMS: u32 = 10_000;
 /// The one category (topic) of the load.
 const CATEGORY: &str = "bench";
+/// The consumer's longest fetch wait (librdkafka's default is 500 ms).
+const FETCH_WAIT_MS: &str = "10";
 /// How long the relay gets to publish the tail after the load stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
@@ -90,6 +92,8 @@ async fn consume(
             format!("bench-{}", uuid::Uuid::new_v4().simple()),
         )
         .set("enable.auto.commit", "false")
+        // librdkafka waits up to 500 ms for a fetch to fill by default: that is lag, not load.
+        .set("fetch.wait.max.ms", FETCH_WAIT_MS)
         .create()
         .map_err(|e| e.to_string())?;
     let topic = message::topic(&settings.topic_prefix, CATEGORY);
