@@ -511,6 +511,45 @@ async fn a_frozen_broker_loses_nothing_and_the_lag_rises_then_falls() {
     relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_kafka_brokers_runs_the_relay_and_one_without_does_not() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let kafka = settings(&broker);
+    let server = |with_kafka: bool| {
+        let kafka = kafka.clone();
+        mykey_api::config::Settings::from_lookup(move |k| match k {
+            "MYKEY_LISTEN" => Some("127.0.0.1:0".to_owned()),
+            "KAFKA_BROKERS" if with_kafka => Some(kafka.brokers.clone()),
+            "KAFKA_TOPIC_PREFIX" if with_kafka => Some(kafka.topic_prefix.clone()),
+            "KAFKA_PARTITIONS" if with_kafka => Some(kafka.partitions.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let without = server(false);
+    assert!(without.kafka.is_none());
+    let _plain = mykey_api::startup::Application::build(&without, db.config())
+        .await
+        .unwrap_or_else(|e| panic!("server without Kafka: {e}"));
+    append(&store, 4, 50).await;
+    // Only a relay writes relay_position: the server without Kafka has none.
+    let quiet_until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < quiet_until {
+        assert_eq!(relay_position(&db, &kafka.topic_prefix).await, 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _app = mykey_api::startup::Application::build(&server(true), db.config())
+        .await
+        .unwrap_or_else(|e| panic!("server with Kafka: {e}"));
+    append(&store, 4, 50).await;
+    let head = caught_up(&db, &store, &kafka.topic_prefix).await;
+    let received = consume(&kafka, head).await;
+    assert!(check(&received, &kafka, head).is_empty());
+}
+
 /// A bad broker address is a start-up error within seconds.
 const BAD_ADDRESS_BOUND: Duration = Duration::from_secs(15);
 

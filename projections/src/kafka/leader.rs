@@ -62,6 +62,11 @@ impl LeaderConn {
             .map_err(|e| db("try the relay lock", e))
     }
 
+    /// False once the connection is gone, and with it the lock: another relay may lead now.
+    pub(super) fn holds_connection(&self) -> bool {
+        !self.client.is_closed()
+    }
+
     /// The last position the broker acknowledged everything up to (0: nothing yet).
     pub(super) async fn position(&self) -> Result<u64, RelayError> {
         let row = self

@@ -318,6 +318,11 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
                 biased;
                 _ = self.stop.changed() => break,
                 _ = commit.tick() => {
+                    if !conn.holds_connection() {
+                        return Err(RelayError::Database(
+                            "the connection holding the relay lock closed".into(),
+                        ));
+                    }
                     if acked > committed {
                         conn.advance(acked).await?;
                         committed = acked;
