@@ -115,6 +115,25 @@ mod tests {
     }
 
     #[test]
+    fn kafka_settings_come_from_kafka_variables() {
+        let s = Settings::from_lookup(|k| (k == "KAFKA_BROKERS").then(|| "k:9092".to_owned()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.kafka.map(|k| k.brokers), Some("k:9092".to_owned()));
+        let bad = Settings::from_lookup(|k| match k {
+            "KAFKA_BROKERS" => Some("k:9092".to_owned()),
+            "KAFKA_PARTITIONS" => Some("0".to_owned()),
+            _ => None,
+        });
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "KAFKA_PARTITIONS",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn debug_never_prints_the_database_url() {
         let s = Settings::from_lookup(|k| {
             (k == "DATABASE_URL").then(|| "postgres://u:secret@h/db".to_owned())
