@@ -152,11 +152,19 @@ fn runnable_copy(shared: &Path) -> PathBuf {
     if executable {
         return shared.to_path_buf();
     }
-    let dir = std::env::temp_dir().join(format!("mykey-tansu-{}", std::process::id()));
+    // One copy per machine (as scripts/kafka-broker makes it), written under a temporary name
+    // and renamed, so test processes starting together never run a half-written file.
+    let dir = std::env::temp_dir().join("mykey-tansu-copy");
     let copy = dir.join("tansu");
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if len(&copy).is_some() && len(&copy) == len(shared) {
+        return copy;
+    }
+    let partial = dir.join(format!("tansu.{}", std::process::id()));
     let made = std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::copy(shared, &copy))
-        .and_then(|_| std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)));
+        .and_then(|_| std::fs::copy(shared, &partial))
+        .and_then(|_| std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)))
+        .and_then(|_| std::fs::rename(&partial, &copy));
     if let Err(e) = made {
         panic!("cannot make a runnable copy of {}: {e}", shared.display());
     }
