@@ -449,6 +449,43 @@ async fn two_relays_publish_one_at_a_time_and_the_second_takes_over() {
     check(&received, &settings, head);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_loses_its_database_connection_backs_off_and_resumes() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let settings = settings(&broker);
+    let registry = prometheus::Registry::new();
+    let relay = kafka::start(store.clone(), db.config(), settings.clone(), &registry)
+        .await
+        .unwrap_or_else(|e| panic!("relay: {e}"));
+    append(&store, 4, 200).await;
+    caught_up(&db, &store, &settings.topic_prefix).await;
+    // The connection holding the lock and writing the position goes away.
+    let killed: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'mykey-relay' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("terminate: {e}"))
+        .get(0);
+    assert_eq!(killed, 1);
+    eventually("the relay to notice", CATCH_UP, || async {
+        relay.metrics().failures.get() >= 1
+    })
+    .await;
+    append(&store, 4, 200).await;
+    let head = caught_up(&db, &store, &settings.topic_prefix).await;
+    assert_eq!(head, 400);
+    let received = consume(&settings, head).await;
+    check(&received, &settings, head);
+    relay.stop().await;
+}
+
 /// A gauge's value as the registry exposes it (text format).
 fn gauge(registry: &prometheus::Registry, name: &str) -> i64 {
     let text = prometheus::TextEncoder::new()

@@ -6,7 +6,8 @@ use prometheus::{IntCounter, IntGauge, Registry};
 /// The relay's collectors. Cloning shares them.
 #[derive(Debug, Clone)]
 pub struct RelayMetrics {
-    /// `mykey_relay_lag_events`: log head minus the acknowledged position.
+    /// `mykey_relay_lag_events`: log head minus the acknowledged position. The lag gauges are
+    /// reported by the leader (also while it backs off after an error); a standby reports 0.
     pub lag_events: IntGauge,
     /// `mykey_relay_lag_seconds`: age of the oldest event not yet acknowledged by the broker
     /// (0 when caught up).

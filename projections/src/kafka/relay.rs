@@ -185,7 +185,8 @@ where
         state: state_tx,
         stop: stop_rx,
         acked: Arc::new(AtomicU64::new(0)),
-        leading: Arc::new(AtomicBool::new(false)),
+        reports_lag: Arc::new(AtomicBool::new(false)),
+        term_start: u64::MAX,
     };
     let task = tokio::spawn(relay.run());
     Ok(RelayHandle {
@@ -205,7 +206,12 @@ struct Relay<S> {
     stop: watch::Receiver<bool>,
     /// Shared with the lag task: the position the broker acknowledged everything up to.
     acked: Arc<AtomicU64>,
-    leading: Arc<AtomicBool>,
+    /// Whether this process reports the lag: from when it leads until another relay holds the
+    /// lock (so the lag stays visible while a failed leader backs off and retries).
+    reports_lag: Arc<AtomicBool>,
+    /// The stored position this term started from (`u64::MAX` until it leads): a term that
+    /// moved past it made progress, and the back-off starts over.
+    term_start: u64,
 }
 
 /// One message handed to the producer.
@@ -232,21 +238,19 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
         let _lag = AbortOnDrop(tokio::spawn(track_lag(
             self.store.clone(),
             self.acked.clone(),
-            self.leading.clone(),
+            self.reports_lag.clone(),
             self.metrics.clone(),
         )));
         let mut backoff = BACKOFF_MIN;
         while !*self.stop.borrow() {
-            let before = self.acked.load(Ordering::Relaxed);
             let result = self.term().await;
-            self.leading.store(false, Ordering::Relaxed);
             self.metrics.leader.set(0);
             match result {
                 Ok(()) => break,
                 Err(e) => {
                     self.set_state(RelayState::Standby);
                     self.metrics.failures.inc();
-                    if self.acked.load(Ordering::Relaxed) > before {
+                    if self.acked.load(Ordering::Relaxed) > self.term_start {
                         backoff = BACKOFF_MIN;
                     }
                     tracing::warn!(error = %e, retry_in = ?backoff, "relay interrupted");
@@ -257,6 +261,7 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
                 }
             }
         }
+        self.reports_lag.store(false, Ordering::Relaxed);
         self.set_state(RelayState::Stopped);
     }
 
@@ -283,17 +288,21 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
     /// Takes the lock (waiting while another relay holds it), then publishes until stopped
     /// (`Ok`) or an error. Dropping the connection at the end releases the lock.
     async fn term(&mut self) -> Result<(), RelayError> {
+        self.term_start = u64::MAX;
         let conn = LeaderConn::open(&self.pg, &self.settings.topic_prefix).await?;
         self.set_state(RelayState::Standby);
         while !conn.try_lead().await? {
+            // Another relay leads: its lag is its to report.
+            self.reports_lag.store(false, Ordering::Relaxed);
             if self.wait_or_stop(LEADER_POLL_INTERVAL).await {
                 return Ok(());
             }
         }
         let from = conn.position().await?;
+        self.term_start = from;
         self.acked.store(from, Ordering::Relaxed);
         self.metrics.acknowledged_position.set(gauge_value(from));
-        self.leading.store(true, Ordering::Relaxed);
+        self.reports_lag.store(true, Ordering::Relaxed);
         self.metrics.leader.set(1);
         self.set_state(RelayState::Leading);
         tracing::info!(
@@ -428,19 +437,19 @@ async fn ensure_topic(
     Ok(())
 }
 
-/// Keeps the lag gauges current while this process leads: events between the log's head and
-/// the acknowledged position, and the age of the oldest of them.
+/// Keeps the lag gauges current while this process reports the lag: events between the log's
+/// head and the acknowledged position, and the age of the oldest of them.
 async fn track_lag<S: EventStore>(
     store: S,
     acked: Arc<AtomicU64>,
-    leading: Arc<AtomicBool>,
+    reports_lag: Arc<AtomicBool>,
     metrics: RelayMetrics,
 ) {
     let mut tick = tokio::time::interval(METRICS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !leading.load(Ordering::Relaxed) {
+        if !reports_lag.load(Ordering::Relaxed) {
             metrics.lag_events.set(0);
             metrics.lag_seconds.set(0);
             continue;
