@@ -1,7 +1,14 @@
 //! The relay's Prometheus collectors, registered into a registry the caller owns (tests run
 //! several relays in one process, so never the global default registry).
 
+use mykey_store::EventStore;
 use prometheus::{IntCounter, IntGauge, Registry};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the lag metrics are recomputed from the log's head.
+pub const METRICS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The relay's collectors. Cloning shares them.
 #[derive(Debug, Clone)]
@@ -58,5 +65,47 @@ impl RelayMetrics {
         registry.register(Box::new(metrics.published.clone()))?;
         registry.register(Box::new(metrics.failures.clone()))?;
         Ok(metrics)
+    }
+}
+
+/// Keeps the lag gauges current while this process reports the lag: events between the log's
+/// head and the acknowledged position, and the age of the oldest of them.
+pub(super) async fn track_lag<S: EventStore>(
+    store: S,
+    acked: Arc<AtomicU64>,
+    reports_lag: Arc<AtomicBool>,
+    metrics: RelayMetrics,
+) {
+    let mut tick = tokio::time::interval(METRICS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !reports_lag.load(Ordering::Relaxed) {
+            metrics.lag_events.set(0);
+            metrics.lag_seconds.set(0);
+            continue;
+        }
+        let acked = acked.load(Ordering::Relaxed);
+        let head = match store.head().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "relay lag: cannot read the log head");
+                continue;
+            }
+        };
+        metrics
+            .lag_events
+            .set(super::relay::gauge_value(head.saturating_sub(acked)));
+        let age = if head > acked {
+            match store.read_all(acked + 1, 1).await {
+                Ok(page) => page.first().map_or(0, |e| {
+                    (chrono::Utc::now() - e.recorded_at).num_seconds().max(0)
+                }),
+                Err(_) => continue,
+            }
+        } else {
+            0
+        };
+        metrics.lag_seconds.set(age);
     }
 }

@@ -7,12 +7,14 @@
 //!
 //! `KAFKA_BROKERS` unset means no Kafka at all ([`KafkaSettings::from_lookup`] returns `None`).
 
+mod client;
 mod leader;
 pub mod message;
 pub mod metrics;
 pub mod relay;
 
-pub use relay::{check_brokers, start, RelayHandle, RelayState};
+pub use client::check_brokers;
+pub use relay::{start, RelayHandle, RelayState};
 
 use std::time::Duration;
 

@@ -8,23 +8,23 @@
 //!   position up to which the broker acknowledged *every* message (`acks=all`, idempotent
 //!   producer), at most every [`POSITION_COMMIT_INTERVAL`]. After a crash the next leader
 //!   re-sends what came after: duplicates, never gaps.
-//! - **Faults**: the producer queues while the broker is away (up to [`DELIVERY_TIMEOUT`]);
-//!   any error (delivery, topic creation, database) ends the term: the relay drops its
-//!   connection and producer, waits a growing back-off, and starts again from the stored
-//!   position. Appends never wait for the relay.
+//! - **Faults**: the producer queues while the broker is away (60 s per message, then it reports
+//!   the message undeliverable); any error (delivery, topic creation, database) ends the term:
+//!   the relay drops its connection and producer, waits a growing back-off, and starts again
+//!   from the stored position. Appends never wait for the relay.
 
+use super::client::{base_config, check_brokers, ensure_topic, producer_config};
 use super::leader::LeaderConn;
 use super::message;
+use super::metrics::track_lag;
 use super::metrics::RelayMetrics;
-use super::{KafkaSettings, RelayError, STARTUP_TIMEOUT};
+use super::{KafkaSettings, RelayError};
 use mykey_store::{EventStore, StoreError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{BaseProducer, DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,22 +43,9 @@ pub const POSITION_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// How often a standby relay tries to take the lock: the longest a dead leader goes unreplaced.
 pub const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// How often the lag metrics are recomputed from the log's head.
-pub const METRICS_INTERVAL: Duration = Duration::from_millis(250);
-
 /// Back-off after a failed term: doubles from the first to the second.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// How long the producer keeps retrying one message before reporting it undeliverable
-/// (`message.timeout.ms`); the relay then starts a new term from its stored position.
-pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Bound on creating one topic.
-pub const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the producer waits to batch messages: small against the lag target.
-const LINGER_MS: &str = "5";
 
 /// What a relay process is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,58 +94,6 @@ impl Drop for RelayHandle {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-fn base_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.brokers)
-        .set("client.id", "mykey-relay");
-    config
-}
-
-fn producer_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut config = base_config(settings);
-    config
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", LINGER_MS)
-        .set(
-            "message.timeout.ms",
-            DELIVERY_TIMEOUT.as_millis().to_string(),
-        )
-        // Never the limit: MAX_IN_FLIGHT is.
-        .set(
-            "queue.buffering.max.messages",
-            (2 * MAX_IN_FLIGHT).to_string(),
-        );
-    config
-}
-
-/// Asks the brokers for their metadata, bounded by [`STARTUP_TIMEOUT`]: a bad address is an
-/// error within seconds, not a relay that waits forever.
-pub async fn check_brokers(settings: &KafkaSettings) -> Result<(), RelayError> {
-    let config = base_config(settings);
-    let unreachable = |reason: String| RelayError::Unreachable {
-        brokers: settings.brokers.clone(),
-        timeout: STARTUP_TIMEOUT,
-        reason,
-    };
-    // librdkafka's metadata call blocks its thread.
-    let answer = tokio::task::spawn_blocking(move || {
-        let probe: BaseProducer = config.create()?;
-        probe
-            .client()
-            .fetch_metadata(None, STARTUP_TIMEOUT)
-            .map(|m| m.brokers().len())
-    })
-    .await
-    .map_err(|e| unreachable(e.to_string()))?;
-    match answer {
-        Ok(0) => Err(unreachable("no broker in the metadata".into())),
-        Ok(_) => Ok(()),
-        Err(e) => Err(unreachable(e.to_string())),
     }
 }
 
@@ -229,7 +164,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn gauge_value(n: u64) -> i64 {
+pub(super) fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -407,75 +342,6 @@ async fn oldest(in_flight: &mut VecDeque<InFlight>) -> Option<OwnedDeliveryResul
     match in_flight.front_mut() {
         Some(sent) => (&mut sent.delivery).await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// Creates `topic` with the configured partitions; one that already exists is fine (its
-/// partition count is left as it is).
-async fn ensure_topic(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    settings: &KafkaSettings,
-) -> Result<(), RelayError> {
-    // -1: the broker's default replication factor.
-    let replication = TopicReplication::Fixed(settings.replication_factor.unwrap_or(-1));
-    let new = NewTopic::new(topic, settings.partitions, replication);
-    let options = AdminOptions::new()
-        .request_timeout(Some(TOPIC_TIMEOUT))
-        .operation_timeout(Some(TOPIC_TIMEOUT));
-    for result in admin.create_topics([&new], &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(RelayError::Topic {
-                    topic,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Keeps the lag gauges current while this process reports the lag: events between the log's
-/// head and the acknowledged position, and the age of the oldest of them.
-async fn track_lag<S: EventStore>(
-    store: S,
-    acked: Arc<AtomicU64>,
-    reports_lag: Arc<AtomicBool>,
-    metrics: RelayMetrics,
-) {
-    let mut tick = tokio::time::interval(METRICS_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if !reports_lag.load(Ordering::Relaxed) {
-            metrics.lag_events.set(0);
-            metrics.lag_seconds.set(0);
-            continue;
-        }
-        let acked = acked.load(Ordering::Relaxed);
-        let head = match store.head().await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(error = %e, "relay lag: cannot read the log head");
-                continue;
-            }
-        };
-        metrics
-            .lag_events
-            .set(gauge_value(head.saturating_sub(acked)));
-        let age = if head > acked {
-            match store.read_all(acked + 1, 1).await {
-                Ok(page) => page.first().map_or(0, |e| {
-                    (chrono::Utc::now() - e.recorded_at).num_seconds().max(0)
-                }),
-                Err(_) => continue,
-            }
-        } else {
-            0
-        };
-        metrics.lag_seconds.set(age);
     }
 }
 
