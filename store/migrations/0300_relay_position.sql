@@ -9,14 +9,23 @@ CREATE TABLE relay_position (
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- The runtime role may not exist yet (another migration creates it); create it here too so
--- the grant never fails, whichever migration runs first.
+-- The runtime role may not exist yet (another migration creates it). Roles are cluster-wide and
+-- the migrating owner may lack CREATEROLE: look first, create only when missing and allowed, and
+-- grant whenever the role exists. Where it cannot be created here, whoever creates it later
+-- grants SELECT, INSERT, UPDATE on relay_position.
 DO $$
 BEGIN
-    CREATE ROLE mykey_runtime NOLOGIN;
-EXCEPTION WHEN duplicate_object THEN
-    NULL;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mykey_runtime') THEN
+        BEGIN
+            CREATE ROLE mykey_runtime NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object THEN NULL;
+            WHEN insufficient_privilege THEN
+                RAISE NOTICE 'mykey_runtime does not exist and cannot be created here: relay_position not granted';
+        END;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'mykey_runtime') THEN
+        GRANT SELECT, INSERT, UPDATE ON relay_position TO mykey_runtime;
+    END IF;
 END
 $$;
-
-GRANT SELECT, INSERT, UPDATE ON relay_position TO mykey_runtime;
