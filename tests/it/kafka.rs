@@ -331,6 +331,31 @@ async fn a_relay_that_loses_its_database_connection_backs_off_and_resumes() {
     relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_under_load_records_everything_it_sent() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let settings = settings(&broker);
+    let registry = prometheus::Registry::new();
+    let relay = kafka::start(store.clone(), db.config(), settings.clone(), &registry)
+        .await
+        .unwrap_or_else(|e| panic!("relay: {e}"));
+    let load = Load::start(&store, 8);
+    eventually("a first publication", CATCH_UP, || async {
+        relay_position(&db, &settings.topic_prefix).await >= 200
+    })
+    .await;
+    relay.stop().await;
+    load.stop().await;
+    let recorded = relay_position(&db, &settings.topic_prefix).await;
+    // Nothing past the recorded position reached Kafka: a successor re-sends nothing.
+    let received = consume(&settings, recorded).await;
+    let highest = received.iter().map(|r| r.event.global_position).max();
+    assert_eq!(highest, Some(recorded));
+    check(&received, &settings, recorded);
+}
+
 /// A gauge's value as the registry exposes it (text format).
 fn gauge(registry: &prometheus::Registry, name: &str) -> i64 {
     let text = prometheus::TextEncoder::new()

@@ -40,6 +40,9 @@ pub const MAX_IN_FLIGHT: usize = 50_000;
 /// makes it re-send is what was acknowledged within this window plus what was in flight.
 pub const POSITION_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// On a graceful stop, how long the leader waits for acknowledgements of what is in flight.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// How often a standby relay tries to take the lock: the longest a dead leader goes unreplaced.
 pub const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -327,6 +330,19 @@ impl<S: EventStore + Clone + 'static> Relay<S> {
                     })?;
                     in_flight.push_back(InFlight { position: event.global_position, delivery });
                 }
+            }
+        }
+        // Stopping: what the broker acknowledges within a short grace need not be re-sent by
+        // the next leader (a rolling restart then repeats little or nothing).
+        let grace = tokio::time::Instant::now() + STOP_GRACE;
+        while !in_flight.is_empty() {
+            match tokio::time::timeout_at(grace, oldest(&mut in_flight)).await {
+                Ok(Some(Ok(_))) => {
+                    if let Some(sent) = in_flight.pop_front() {
+                        acked = sent.position;
+                    }
+                }
+                _ => break,
             }
         }
         if acked > committed {

@@ -20,7 +20,7 @@ pub struct Received {
     offset: i64,
     key: String,
     headers: HashMap<String, String>,
-    event: EventEnvelope,
+    pub event: EventEnvelope,
 }
 
 /// Reads every partition of the tests' topics from the beginning until `head` distinct
