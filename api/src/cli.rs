@@ -94,6 +94,9 @@ pub enum Command {
     },
     /// Sign the log's head now (a C2SP signed-note checkpoint).
     SignCheckpoint,
+    /// Run only the Kafka relay (needs KAFKA_BROKERS); one relay per database publishes at a
+    /// time, the others stand by.
+    Relay,
     /// Rebuild one projection from position 1 into fresh tables while the current ones keep
     /// serving, then switch readers to it (progress bar on a terminal, plain lines otherwise).
     Rebuild {
@@ -290,6 +293,7 @@ pub async fn run_command(
         | Command::RotateCheckpointKey
         | Command::Rebuild { .. }
         | Command::Report { .. } => return Err("handled above".into()),
+        Command::Relay => return Err("the relay runs from the server binary".into()),
     };
     println!("{out}");
     match failed {

@@ -25,6 +25,8 @@ pub struct Settings {
     pub auth: crate::auth::config::AuthSettings,
     /// Signed checkpoints (`MYKEY_CHECKPOINT_INTERVAL_SECS`, `MYKEY_CHECKPOINT_ORIGIN`).
     pub audit: crate::audit::AuditSettings,
+    /// `KAFKA_BROKERS` and the other `KAFKA_*`; `None`: no Kafka at all.
+    pub kafka: Option<mykey_projections::kafka::KafkaSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Settings {
             .field("var_dir", &self.var_dir)
             .field("auth", &self.auth)
             .field("audit", &self.audit)
+            .field("kafka", &self.kafka)
             .finish()
     }
 }
@@ -97,6 +100,13 @@ impl Settings {
         let var_dir = PathBuf::from(get("MYKEY_VAR_DIR").unwrap_or_else(|| "./var".to_owned()));
         let auth = crate::auth::config::AuthSettings::from_lookup(&get)?;
         let audit = crate::audit::AuditSettings::from_lookup(&get, &auth.issuer)?;
+        let kafka = mykey_projections::kafka::KafkaSettings::from_lookup(&get).map_err(|e| {
+            ConfigError::Invalid {
+                name: e.name,
+                value: e.value,
+                reason: e.reason,
+            }
+        })?;
         Ok(Settings {
             listen,
             metrics_listen,
@@ -105,6 +115,7 @@ impl Settings {
             var_dir,
             auth,
             audit,
+            kafka,
         })
     }
 }
@@ -169,6 +180,25 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn kafka_settings_come_from_kafka_variables() {
+        let s = Settings::from_lookup(|k| (k == "KAFKA_BROKERS").then(|| "k:9092".to_owned()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.kafka.map(|k| k.brokers), Some("k:9092".to_owned()));
+        let bad = Settings::from_lookup(|k| match k {
+            "KAFKA_BROKERS" => Some("k:9092".to_owned()),
+            "KAFKA_PARTITIONS" => Some("0".to_owned()),
+            _ => None,
+        });
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "KAFKA_PARTITIONS",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum StartupError {
     Audit(#[from] crate::audit::AuditError),
     #[error("projections: {0}")]
     Projections(#[from] mykey_projections::runner::RunnerError),
+    #[error("Kafka relay: {0}")]
+    Kafka(#[from] mykey_projections::kafka::RelayError),
 }
 
 pub struct Application {
@@ -50,6 +52,8 @@ pub struct Application {
     metrics: Option<(u16, Server)>,
     registry: Arc<prometheus::Registry>,
     projections: Projections,
+    /// The Kafka relay task when `KAFKA_BROKERS` is set; dropped (stopped) with the server.
+    _relay: Option<mykey_projections::kafka::RelayHandle>,
 }
 
 impl std::fmt::Debug for Application {
@@ -67,6 +71,16 @@ impl Application {
         pg: tokio_postgres::Config,
     ) -> Result<Application, StartupError> {
         let store = PgEventStore::connect(pg.clone(), PgStoreOptions::default()).await?;
+        // This server's metrics: components register their collectors here (never in the
+        // global default registry: tests run several servers in one process).
+        let registry = Arc::new(prometheus::Registry::new());
+        let relay = match &settings.kafka {
+            Some(kafka) => Some(
+                mykey_projections::kafka::start(store.clone(), pg.clone(), kafka.clone(), &registry)
+                    .await?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).map_err(|source| StartupError::Bind {
             addr: settings.listen.to_string(),
             source,
@@ -78,7 +92,6 @@ impl Application {
                 source,
             })?
             .port();
-        let registry = Arc::new(prometheus::Registry::new());
         let checkpoints = crate::audit::CheckpointSigner::start(
             pg.clone(),
             settings.audit.checkpoint_origin.clone(),
@@ -162,6 +175,7 @@ impl Application {
             metrics,
             registry,
             projections,
+            _relay: relay,
         })
     }
 

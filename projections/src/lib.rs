@@ -6,6 +6,7 @@
 
 pub mod exec;
 pub mod fingerprint;
+pub mod kafka;
 pub mod models;
 pub mod projection;
 pub mod reports;

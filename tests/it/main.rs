@@ -3,6 +3,7 @@
 mod auth;
 mod auth_hardening;
 mod commands;
+mod kafka;
 mod login_b;
 mod pki;
 mod projections;

@@ -90,6 +90,7 @@ async fn run(command: Option<Command>) -> Result<(), Box<dyn std::error::Error>>
         return Err(e.into());
     }
     let result = match &command {
+        Some(Command::Relay) => relay(&settings, pg_config).await,
         Some(cmd) => mykey_api::cli::run_command(&settings, pg_config, cmd).await,
         None => serve(&settings, pg_config).await,
     };
@@ -117,7 +118,24 @@ async fn serve(
     Ok(())
 }
 
-/// `mykey-server rebuild <projection>`: see `mykey_projections::runner::cli`.
+/// `mykey-server relay`: the Kafka relay alone (needs `KAFKA_BROKERS`).
+async fn relay(
+    settings: &Settings,
+    pg_config: tokio_postgres::Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let kafka = settings
+        .kafka
+        .clone()
+        .ok_or("relay mode needs KAFKA_BROKERS")?;
+    let stop = async {
+        if let Err(e) = shutdown_signal().await {
+            tracing::error!("cannot wait for a shutdown signal: {e}");
+        }
+    };
+    mykey_projections::kafka::relay::run_standalone(pg_config, kafka, stop).await?;
+    Ok(())
+}
+
 async fn shutdown_signal() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -75,6 +75,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0200_audit_checkpoints",
         sql: include_str!("../../migrations/0200_audit_checkpoints.sql"),
     },
+    // 0300–0309: the Kafka relay, owned by projections/src/kafka.
+    Migration {
+        version: 300,
+        name: "0300_relay_position",
+        sql: include_str!("../../migrations/0300_relay_position.sql"),
+    },
 ];
 
 /// Advisory lock key (transaction scope) serialising migration runs across servers. Distinct
