@@ -328,7 +328,7 @@ async fn a_poison_event_stops_only_the_projections_that_read_it() {
 /// complete answer, then the new complete one, never a mix; the old schema is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_rebuilds_beside_the_old_and_readers_switch_atomically() {
-    const EVENTS: u64 = 20_000;
+    const EVENTS: u64 = 10_000;
     let db = TestDb::create().await;
     let store = store(&db).await;
     let head = append_workload(&store, 0, EVENTS).await;
@@ -649,7 +649,7 @@ async fn building(client: &tokio_postgres::Client) -> Option<(String, u64)> {
 async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     let db = TestDb::create().await;
     let store = store(&db).await;
-    let head = append_workload(&store, 0, 6_000).await;
+    let head = append_workload(&store, 0, 10_000).await;
     let (v1, _) = start(
         &db,
         &store,
@@ -665,7 +665,8 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_projection_runner"))
             .env("DATABASE_URL", db.url())
-            .env("BATCH_MAX", "50")
+            // Small batches keep the build slow enough to be killed in the middle.
+            .env("BATCH_MAX", "20")
             .env("COUNTS_VERSION", "2")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -674,7 +675,7 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     };
     let mut child = spawn();
     let (schema, killed_at) = eventually("the build to be under way", || async {
-        building(&client).await.filter(|(_, p)| *p >= 1_000)
+        building(&client).await.filter(|(_, p)| *p >= 500)
     })
     .await;
     child
