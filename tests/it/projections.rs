@@ -779,3 +779,54 @@ async fn a_second_runner_stands_by_and_takes_over() {
     );
     second.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Server wiring.
+
+/// The server starts every projection of `models::all()` and `/readyz` lists each one with its
+/// position, lag and state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_lists_every_read_model_with_position_lag_and_state() {
+    let db = TestDb::create().await;
+    let settings = mykey_api::config::Settings::from_lookup(|k| {
+        (k == "MYKEY_LISTEN").then(|| "127.0.0.1:0".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = mykey_api::startup::Application::build(&settings, db.config())
+        .await
+        .unwrap_or_else(|e| panic!("server did not start: {e}"));
+    let url = format!("http://127.0.0.1:{}/readyz", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let body: serde_json::Value = reqwest::get(&url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let listed = body["projections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no projections in {body}"));
+    let names: Vec<&str> = listed.iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut expected: Vec<&str> = mykey_projections::models::all()
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "{body}");
+    for p in listed {
+        for field in ["position", "lag_events", "lag_seconds", "state", "version"] {
+            assert!(!p[field].is_null(), "{field} missing in {p}");
+        }
+    }
+    // The registry exists even with no read model yet: the runner created it at start.
+    let client = db.client().await;
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'read_models'"
+        )
+        .await,
+        2
+    );
+}
