@@ -830,3 +830,52 @@ async fn readyz_lists_every_read_model_with_position_lag_and_state() {
         2
     );
 }
+
+async fn schema_exists(client: &tokio_postgres::Client, schema: &str) -> bool {
+    scalar(
+        client,
+        &format!("SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{schema}'"),
+    )
+    .await
+        == 1
+}
+
+/// At start, a build abandoned long ago (an interrupted rebuild by hand) is dropped, while a
+/// build still moving is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_build_is_dropped_at_start_and_a_live_one_kept() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let (running, _) = start(&db, &store, vec![Arc::new(Revocations)]).await;
+    eventually("a serving schema", || async {
+        running.active_schema("test_revocations")
+    })
+    .await;
+    running.shutdown().await;
+    let mut client = db.client().await;
+    let abandoned = registry::begin_rebuild(&mut client, &Revocations)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .target
+        .schema;
+    let live = registry::begin_rebuild(&mut client, &Revocations)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .target
+        .schema;
+    client
+        .execute(
+            "UPDATE read_models.schemas SET updated_at = now() - interval '2 hours' \
+             WHERE schema_name = $1",
+            &[&abandoned],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (running, _) = start(&db, &store, vec![Arc::new(Revocations)]).await;
+    eventually("the abandoned build to be dropped", || async {
+        (!schema_exists(&client, &abandoned).await).then_some(())
+    })
+    .await;
+    assert!(schema_exists(&client, &live).await);
+    running.shutdown().await;
+}
