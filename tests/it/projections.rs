@@ -328,7 +328,7 @@ async fn a_poison_event_stops_only_the_projections_that_read_it() {
 /// complete answer, then the new complete one, never a mix; the old schema is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_rebuilds_beside_the_old_and_readers_switch_atomically() {
-    const EVENTS: u64 = 20_000;
+    const EVENTS: u64 = 10_000;
     let db = TestDb::create().await;
     let store = store(&db).await;
     let head = append_workload(&store, 0, EVENTS).await;
@@ -649,7 +649,7 @@ async fn building(client: &tokio_postgres::Client) -> Option<(String, u64)> {
 async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     let db = TestDb::create().await;
     let store = store(&db).await;
-    let head = append_workload(&store, 0, 6_000).await;
+    let head = append_workload(&store, 0, 10_000).await;
     let (v1, _) = start(
         &db,
         &store,
@@ -665,7 +665,8 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_projection_runner"))
             .env("DATABASE_URL", db.url())
-            .env("BATCH_MAX", "50")
+            // Small batches keep the build slow enough to be killed in the middle.
+            .env("BATCH_MAX", "20")
             .env("COUNTS_VERSION", "2")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -674,7 +675,7 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     };
     let mut child = spawn();
     let (schema, killed_at) = eventually("the build to be under way", || async {
-        building(&client).await.filter(|(_, p)| *p >= 1_000)
+        building(&client).await.filter(|(_, p)| *p >= 500)
     })
     .await;
     child
@@ -777,4 +778,104 @@ async fn a_second_runner_stands_by_and_takes_over() {
         900
     );
     second.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server wiring.
+
+/// The server starts every projection of `models::all()` and `/readyz` lists each one with its
+/// position, lag and state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_lists_every_read_model_with_position_lag_and_state() {
+    let db = TestDb::create().await;
+    let settings = mykey_api::config::Settings::from_lookup(|k| {
+        (k == "MYKEY_LISTEN").then(|| "127.0.0.1:0".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = mykey_api::startup::Application::build(&settings, db.config())
+        .await
+        .unwrap_or_else(|e| panic!("server did not start: {e}"));
+    let url = format!("http://127.0.0.1:{}/readyz", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let body: serde_json::Value = reqwest::get(&url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let listed = body["projections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no projections in {body}"));
+    let names: Vec<&str> = listed.iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut expected: Vec<&str> = mykey_projections::models::all()
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "{body}");
+    for p in listed {
+        for field in ["position", "lag_events", "lag_seconds", "state", "version"] {
+            assert!(!p[field].is_null(), "{field} missing in {p}");
+        }
+    }
+    // The registry exists even with no read model yet: the runner created it at start.
+    let client = db.client().await;
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'read_models'"
+        )
+        .await,
+        2
+    );
+}
+
+async fn schema_exists(client: &tokio_postgres::Client, schema: &str) -> bool {
+    scalar(
+        client,
+        &format!("SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{schema}'"),
+    )
+    .await
+        == 1
+}
+
+/// At start, a build abandoned long ago (an interrupted rebuild by hand) is dropped, while a
+/// build still moving is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_build_is_dropped_at_start_and_a_live_one_kept() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let (running, _) = start(&db, &store, vec![Arc::new(Revocations)]).await;
+    eventually("a serving schema", || async {
+        running.active_schema("test_revocations")
+    })
+    .await;
+    running.shutdown().await;
+    let mut client = db.client().await;
+    let abandoned = registry::begin_rebuild(&mut client, &Revocations)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .target
+        .schema;
+    let live = registry::begin_rebuild(&mut client, &Revocations)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .target
+        .schema;
+    client
+        .execute(
+            "UPDATE read_models.schemas SET updated_at = now() - interval '2 hours' \
+             WHERE schema_name = $1",
+            &[&abandoned],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (running, _) = start(&db, &store, vec![Arc::new(Revocations)]).await;
+    eventually("the abandoned build to be dropped", || async {
+        (!schema_exists(&client, &abandoned).await).then_some(())
+    })
+    .await;
+    assert!(schema_exists(&client, &live).await);
+    running.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! One batch: decode, apply, and commit the read-model changes with the checkpoint.
 //!
 //! A batch is one transaction sent as one pipeline —
-//! `BEGIN`, `set_config('search_path', <schema>, true)` (i.e. `SET LOCAL search_path`), the
+//! `BEGIN`, `set_config('search_path', <schema>, true)` (i.e. `SET LOCAL search_path`, with
+//! `synchronous_commit` off), the
 //! changes of every event in order, [`ADVANCE_CHECKPOINT`], `COMMIT` — so it costs one round
 //! trip, and the read model and its checkpoint commit together or not at all.
 
@@ -135,8 +136,11 @@ impl Follower {
         self.changes.clear();
         self.owners.clear();
         self.changes.push(Change::new("BEGIN", vec![]));
+        // The commit need not wait for the WAL flush: a read model lost in a database crash
+        // loses its checkpoint with it (same transaction) and is re-applied from the log.
         self.changes.push(Change::new(
-            "SELECT set_config('search_path', $1, true)",
+            "SELECT set_config('search_path', $1, true), \
+             set_config('synchronous_commit', 'off', true)",
             vec![Param::Text(self.schema.clone())],
         ));
         let categories = self.projection.categories();

@@ -45,6 +45,10 @@ pub const ADVANCE_CHECKPOINT: &str = "WITH moved AS (\
      WHERE schema_name = $1 AND position = $3 AND state <> 'retired' RETURNING 1) \
      SELECT 1 / count(*)::int FROM moved";
 
+/// A build whose checkpoint has not moved for this long was abandoned (a rebuild by hand that
+/// was interrupted): a running build moves it with every batch.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(3_600);
+
 /// SQLSTATE of [`ADVANCE_CHECKPOINT`]'s refusal.
 pub const CHECKPOINT_MOVED: &str = "22012";
 
@@ -245,8 +249,8 @@ pub fn schema_name(name: &str, version: u32, generation: i32) -> String {
 /// - another version serves: build this version in a fresh schema (or resume the build a
 ///   crashed runner left) while the old one keeps serving.
 ///
-/// Also drops what nobody will read again: retired schemas past `grace`, and builds of
-/// versions that are neither serving nor this code's.
+/// Also drops what nobody will read again: retired schemas past `grace`, builds of versions
+/// that are neither serving nor this code's, and builds abandoned for [`ABANDONED_AFTER`].
 pub async fn attach(
     client: &mut Client,
     projection: &dyn Projection,
@@ -264,8 +268,15 @@ pub async fn attach(
         .query(
             "SELECT schema_name FROM read_models.schemas WHERE name = $1 AND \
              ((state = 'retired' AND updated_at < now() - make_interval(secs => $2)) \
-              OR (state = 'building' AND version <> $3 AND version <> $4))",
-            &[&projection.name(), &grace_secs, &version, &serving_version],
+              OR (state = 'building' AND version <> $3 AND version <> $4) \
+              OR (state = 'building' AND updated_at < now() - make_interval(secs => $5)))",
+            &[
+                &projection.name(),
+                &grace_secs,
+                &version,
+                &serving_version,
+                &ABANDONED_AFTER.as_secs_f64(),
+            ],
         )
         .await?
         .iter()
