@@ -732,3 +732,74 @@ async fn checkpoints_and_their_keys_are_append_only() {
     let (_, body) = s.call("GET", "/v1/audit/checkpoints", &s.auditor).await;
     assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_signs_a_grown_log_at_start_and_the_cli_signs_on_demand() {
+    let s = server().await;
+    // A second server on the same database, signing periodically: its first round runs at
+    // start and finds the log grown since the last checkpoint (none).
+    let env = [
+        ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("MYKEY_CHECKPOINT_INTERVAL_SECS", "10".to_owned()),
+        ("MYKEY_CHECKPOINT_ORIGIN", "mykey.test/log".to_owned()),
+    ];
+    let settings = Settings::from_lookup(|k| {
+        env.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let app = Application::build(&settings, s.db.config())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(app.run_until_stopped());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let items = loop {
+        let (_, body) = s.call("GET", "/v1/audit/checkpoints", &s.auditor).await;
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if !items.is_empty() || std::time::Instant::now() > deadline {
+            break items;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["size"], N);
+
+    // `mykey-server sign-checkpoint` and `rotate-checkpoint-key`.
+    let signed = mykey_api::audit::run_cli(&settings, &s.db.config(), "sign-checkpoint")
+        .await
+        .unwrap_or_else(|| panic!("not a checkpoint command"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(signed["size"], N);
+    let rotated = mykey_api::audit::run_cli(&settings, &s.db.config(), "rotate-checkpoint-key")
+        .await
+        .unwrap_or_else(|| panic!("not a checkpoint command"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rotated["keys"].as_array().map(Vec::len),
+        Some(2),
+        "{rotated}"
+    );
+    assert!(
+        mykey_api::audit::run_cli(&settings, &s.db.config(), "load-crl")
+            .await
+            .is_none()
+    );
+    // new-operator-token with roles and expiry (no database needed).
+    let args: Vec<String> = [
+        "new-operator-token",
+        "--id",
+        "audrey",
+        "--roles",
+        "auditor",
+        "--expires",
+        "2999-01-01",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    assert!(matches!(mykey_api::cli::run_offline(&args), Some(Ok(()))));
+    let bad: Vec<String> = ["new-operator-token", "--id", "audrey", "--roles", "root"]
+        .map(str::to_owned)
+        .to_vec();
+    assert!(matches!(mykey_api::cli::run_offline(&bad), Some(Err(_))));
+}

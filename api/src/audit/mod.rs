@@ -327,7 +327,8 @@ impl CheckpointSigner {
         let head: i64 = row.try_get(0).map_err(db_err)?;
         let signed: i64 = row.try_get(1).map_err(db_err)?;
         drop(c);
-        if head <= signed {
+        // An empty log has nothing worth signing.
+        if head == 0 || head <= signed {
             return Ok(None);
         }
         self.sign_now().await.map(Some)
@@ -454,4 +455,41 @@ pub async fn run_cli(
         }
         .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<AuditSettings, ConfigError> {
+        AuditSettings::from_lookup(
+            &|k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            },
+            "https://mykey.example.jp",
+        )
+    }
+
+    #[test]
+    fn defaults_and_each_rejected_setting() {
+        let s = settings(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.checkpoint_interval_secs, DEFAULT_CHECKPOINT_INTERVAL_SECS);
+        assert_eq!(s.checkpoint_origin, "mykey.example.jp/log");
+        let off = settings(&[("MYKEY_CHECKPOINT_INTERVAL_SECS", "0")]);
+        assert_eq!(off.map(|s| s.checkpoint_interval_secs).ok(), Some(0));
+        for (name, value) in [
+            ("MYKEY_CHECKPOINT_INTERVAL_SECS", "5"),
+            ("MYKEY_CHECKPOINT_INTERVAL_SECS", "hourly"),
+            ("MYKEY_CHECKPOINT_INTERVAL_SECS", "99999999"),
+            ("MYKEY_CHECKPOINT_ORIGIN", "has space/log"),
+            ("MYKEY_CHECKPOINT_ORIGIN", "a+b"),
+        ] {
+            match settings(&[(name, value)]) {
+                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name, "{value}"),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+    }
 }
