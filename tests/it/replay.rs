@@ -803,3 +803,41 @@ async fn the_server_signs_a_grown_log_at_start_and_the_cli_signs_on_demand() {
         .to_vec();
     assert!(matches!(mykey_api::cli::run_offline(&bad), Some(Err(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_envelope_cannot_hold_fails_verification_at_its_position() {
+    let s = server().await;
+    s.db.client()
+        .await
+        .batch_execute(
+            "SET session_replication_role = replica; \
+             UPDATE events SET stream_id = 'Not A Stream' WHERE global_position = 3",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let args = VerifyArgs {
+        database_url: Some(s.db.url()),
+        file: None,
+        manifest: None,
+        no_manifest: false,
+        checkpoints: vec![],
+        public_keys: vec![],
+        from: None,
+        to: None,
+        json: true,
+    };
+    let mut out = Vec::new();
+    let v = mykey_replay::verify::run(&args, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.outcome(), mykey_replay::Outcome::Failed);
+    let report: Value = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["intact"], false);
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the row at position 3 is unreadable"),
+        "{report}"
+    );
+}
