@@ -841,3 +841,81 @@ async fn a_row_the_envelope_cannot_hold_fails_verification_at_its_position() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_chosen_streams_checks_each_event_and_says_it_cannot_prove_completeness() {
+    let s = server().await;
+    let output = s.path("stream.ndjson");
+    let db = mykey_replay::db::Db::connect(&s.db.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stream = StreamId::new("audit", 2).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = mykey_replay::export::export(
+        &db,
+        &ExportArgs {
+            database_url: s.db.url(),
+            from: 1,
+            to: None,
+            streams: vec![stream.to_string()],
+            categories: vec![],
+            output: output.clone(),
+            manifest: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(manifest.count, EVENTS_PER_STREAM as u64);
+    assert!(manifest.checkpoint.is_none());
+    assert!(lines_of(&output)
+        .iter()
+        .all(|l| envelope(l).stream_id == stream));
+    let v = verify(&file_args(&output, &[])).await;
+    assert!(v.intact, "{v:?}");
+    assert!(
+        v.notes
+            .iter()
+            .any(|n| n.contains("completeness cannot be proven")),
+        "{v:?}"
+    );
+
+    let edited = tampered(&output, "stream-edited.ndjson", |l| {
+        let mut e = envelope(&l[1]);
+        e.metadata.actor_id = "someone-else".into();
+        l[1] = serde_json::to_string(&e).unwrap_or_default();
+    });
+    let v = verify(&file_args(&edited, &[])).await;
+    let position = envelope(&lines_of(&output)[1]).global_position;
+    assert!(
+        matches!(broken_at(&v), (p, ChainBreakKind::HashMismatch { .. }) if p == position),
+        "{v:?}"
+    );
+    let cut = tampered(&output, "stream-cut.ndjson", |l| l.truncate(2));
+    let v = verify(&file_args(&cut, &[])).await;
+    assert!(
+        matches!(broken_at(&v), (_, ChainBreakKind::Truncated { expected_last }) if Some(expected_last) == manifest.last_position),
+        "{v:?}"
+    );
+    // Bad selections are usage errors.
+    for (streams, categories) in [
+        (vec!["Not A Stream".to_owned()], vec![]),
+        (vec![], vec!["Bad-Cat".to_owned()]),
+    ] {
+        let err = mykey_replay::export::export(
+            &db,
+            &ExportArgs {
+                database_url: s.db.url(),
+                from: 1,
+                to: None,
+                streams,
+                categories,
+                output: s.path("never.ndjson"),
+                manifest: None,
+            },
+        )
+        .await;
+        assert!(
+            matches!(err, Err(mykey_replay::ToolError::Usage(_))),
+            "{err:?}"
+        );
+    }
+}
