@@ -185,6 +185,9 @@ impl CheckpointSigner {
             .map_err(db_err)?;
         let signer = Arc::new(CheckpointSigner { pool, origin, wrap });
         signer.ensure_key(false).await?;
+        // Like the token-signing keys: an instance that cannot open the stored key refuses to
+        // start rather than failing at its first checkpoint.
+        signer.active_key().await?;
         Ok(signer)
     }
 
@@ -248,8 +251,8 @@ impl CheckpointSigner {
         self.ensure_key(true).await
     }
 
-    /// Signs the log's current head and stores the note.
-    pub async fn sign_now(&self) -> Result<StoredCheckpoint, AuditError> {
+    /// The newest key of the origin, opened: (row id, key id, key pair).
+    async fn active_key(&self) -> Result<(i64, String, Ed25519KeyPair), AuditError> {
         let c = self.pool.get().await.map_err(db_err)?;
         let key = c
             .query_one(
@@ -266,6 +269,13 @@ impl CheckpointSigner {
             .map_err(|e| AuditError::Key(e.to_string()))?;
         let pair =
             Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| AuditError::Key(e.to_string()))?;
+        Ok((serial, key_id, pair))
+    }
+
+    /// Signs the log's current head and stores the note.
+    pub async fn sign_now(&self) -> Result<StoredCheckpoint, AuditError> {
+        let (serial, key_id, pair) = self.active_key().await?;
+        let c = self.pool.get().await.map_err(db_err)?;
         // Positions become visible in order (store/src/pg/writer.rs), so the highest visible
         // position is a complete prefix.
         let head = c

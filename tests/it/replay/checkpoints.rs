@@ -242,3 +242,36 @@ async fn the_server_signs_a_grown_log_at_start_and_the_cli_signs_on_demand() {
         .to_vec();
     assert!(matches!(mykey_api::cli::run_offline(&bad), Some(Err(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_encryption_key_the_checkpoint_key_is_stored_sealed() {
+    let s = server().await;
+    let kek = s.path("kek");
+    mykey_api::auth::keywrap::KeyWrap::create_file(&kek).unwrap_or_else(|e| panic!("{e}"));
+    let origin = "sealed.test/log".to_owned();
+    let sealed =
+        mykey_api::audit::CheckpointSigner::start(s.db.config(), origin.clone(), Some(&kek))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let cp = sealed.sign_now().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cp.size, N);
+    let row =
+        s.db.client()
+            .await
+            .query_one(
+                "SELECT private_pkcs8 FROM audit_checkpoint_key WHERE name = $1",
+                &[&origin],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let stored: Vec<u8> = row.get(0);
+    assert!(stored.starts_with(b"mykey-kw1"), "not sealed");
+    // Without the KEK the sealed key does not open, and the signer refuses to start rather
+    // than sign with a key of its own making.
+    let err = mykey_api::audit::CheckpointSigner::start(s.db.config(), origin, None)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("MYKEY_KEY_ENCRYPTION_KEY_FILE"), "{err}");
+}
