@@ -65,9 +65,7 @@ fn pg_err(e: tokio_postgres::Error) -> ToolError {
 
 fn store_err(e: StoreError) -> ToolError {
     match e {
-        StoreError::Corrupt { position, reason } => ToolError::Db(format!(
-            "the row at position {position} is unreadable: {reason}"
-        )),
+        StoreError::Corrupt { position, reason } => ToolError::CorruptRow { position, reason },
         StoreError::Unavailable(m) => ToolError::Db(m),
     }
 }

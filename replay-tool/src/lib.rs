@@ -72,6 +72,9 @@ pub enum ToolError {
     },
     #[error("database: {0}")]
     Db(String),
+    /// A stored row the envelope cannot hold (hand-edited beyond what the hash can report).
+    #[error("the row at position {position} is unreadable: {reason}")]
+    CorruptRow { position: u64, reason: String },
     #[error("{0} is not built yet: it needs the projection runner (issue 11); export, verify and history work today")]
     NotYet(&'static str),
 }

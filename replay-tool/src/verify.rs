@@ -233,8 +233,8 @@ async fn verify_db(
     'pages: while let Some(page) = pages.recv().await {
         let page = match page {
             Ok(p) => p,
-            Err(ToolError::Db(m)) if m.contains("unreadable") => {
-                v.failed(m);
+            Err(e @ ToolError::CorruptRow { .. }) => {
+                v.failed(e.to_string());
                 break;
             }
             Err(e) => return Err(e),

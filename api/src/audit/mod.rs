@@ -185,6 +185,9 @@ impl CheckpointSigner {
             .map_err(db_err)?;
         let signer = Arc::new(CheckpointSigner { pool, origin, wrap });
         signer.ensure_key(false).await?;
+        // Like the token-signing keys: an instance that cannot open the stored key refuses to
+        // start rather than failing at its first checkpoint.
+        signer.active_key().await?;
         Ok(signer)
     }
 
@@ -248,8 +251,8 @@ impl CheckpointSigner {
         self.ensure_key(true).await
     }
 
-    /// Signs the log's current head and stores the note.
-    pub async fn sign_now(&self) -> Result<StoredCheckpoint, AuditError> {
+    /// The newest key of the origin, opened: (row id, key id, key pair).
+    async fn active_key(&self) -> Result<(i64, String, Ed25519KeyPair), AuditError> {
         let c = self.pool.get().await.map_err(db_err)?;
         let key = c
             .query_one(
@@ -266,6 +269,13 @@ impl CheckpointSigner {
             .map_err(|e| AuditError::Key(e.to_string()))?;
         let pair =
             Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| AuditError::Key(e.to_string()))?;
+        Ok((serial, key_id, pair))
+    }
+
+    /// Signs the log's current head and stores the note.
+    pub async fn sign_now(&self) -> Result<StoredCheckpoint, AuditError> {
+        let (serial, key_id, pair) = self.active_key().await?;
+        let c = self.pool.get().await.map_err(db_err)?;
         // Positions become visible in order (store/src/pg/writer.rs), so the highest visible
         // position is a complete prefix.
         let head = c
@@ -327,7 +337,8 @@ impl CheckpointSigner {
         let head: i64 = row.try_get(0).map_err(db_err)?;
         let signed: i64 = row.try_get(1).map_err(db_err)?;
         drop(c);
-        if head <= signed {
+        // An empty log has nothing worth signing.
+        if head == 0 || head <= signed {
             return Ok(None);
         }
         self.sign_now().await.map(Some)
@@ -454,4 +465,41 @@ pub async fn run_cli(
         }
         .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<AuditSettings, ConfigError> {
+        AuditSettings::from_lookup(
+            &|k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            },
+            "https://mykey.example.jp",
+        )
+    }
+
+    #[test]
+    fn defaults_and_each_rejected_setting() {
+        let s = settings(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.checkpoint_interval_secs, DEFAULT_CHECKPOINT_INTERVAL_SECS);
+        assert_eq!(s.checkpoint_origin, "mykey.example.jp/log");
+        let off = settings(&[("MYKEY_CHECKPOINT_INTERVAL_SECS", "0")]);
+        assert_eq!(off.map(|s| s.checkpoint_interval_secs).ok(), Some(0));
+        for (name, value) in [
+            ("MYKEY_CHECKPOINT_INTERVAL_SECS", "5"),
+            ("MYKEY_CHECKPOINT_INTERVAL_SECS", "hourly"),
+            ("MYKEY_CHECKPOINT_INTERVAL_SECS", "99999999"),
+            ("MYKEY_CHECKPOINT_ORIGIN", "has space/log"),
+            ("MYKEY_CHECKPOINT_ORIGIN", "a+b"),
+        ] {
+            match settings(&[(name, value)]) {
+                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name, "{value}"),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+    }
 }
