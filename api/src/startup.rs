@@ -76,8 +76,13 @@ impl Application {
         let registry = Arc::new(prometheus::Registry::new());
         let relay = match &settings.kafka {
             Some(kafka) => Some(
-                mykey_projections::kafka::start(store.clone(), pg.clone(), kafka.clone(), &registry)
-                    .await?,
+                mykey_projections::kafka::start(
+                    store.clone(),
+                    pg.clone(),
+                    kafka.clone(),
+                    &registry,
+                )
+                .await?,
             ),
             None => None,
         };

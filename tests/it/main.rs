@@ -8,7 +8,7 @@ mod login_b;
 mod pki;
 mod projections;
 mod read_models;
-mod reports;
 mod replay;
+mod reports;
 mod server;
 mod store;

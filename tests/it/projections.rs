@@ -415,9 +415,11 @@ async fn live_and_rebuilt_tables_are_identical() {
     }));
     all.push(Arc::new(Revocations));
     all.push(Arc::new(Cancellations));
-    append_workload(&store, 0, 500).await;
+    // The read models refuse events they cannot place (a revocation of a PPID never issued),
+    // so they are fed the consistent generated workload that covers every event type.
+    append_models_workload(&store, 0..5).await;
     let (running, _) = start(&db, &store, all.clone()).await;
-    let head = append_workload(&store, 500, 1_500).await;
+    let head = append_models_workload(&store, 5..20).await;
     let client = db.client().await;
     for p in &all {
         wait_for(&running, p.name(), head).await;
@@ -437,7 +439,7 @@ async fn live_and_rebuilt_tables_are_identical() {
         );
     }
     // The running runner noticed the switches and follows the rebuilt schemas.
-    let later = append_workload(&store, 2_000, 100).await;
+    let later = append_models_workload(&store, 20..21).await;
     let counts = eventually("the runner to follow the rebuilt schema", || async {
         let schema = running.active_schema("test_counts")?;
         let reached = running
@@ -449,7 +451,7 @@ async fn live_and_rebuilt_tables_are_identical() {
     .await;
     assert_eq!(
         scalar(&client, &format!("SELECT n FROM {counts}.total")).await,
-        2_100
+        i64::try_from(later).unwrap_or(i64::MAX)
     );
     running.shutdown().await;
 }
@@ -878,4 +880,23 @@ async fn an_abandoned_build_is_dropped_at_start_and_a_live_one_kept() {
     .await;
     assert!(schema_exists(&client, &live).await);
     running.shutdown().await;
+}
+
+/// Appends rounds of the read models' generated workload (every event type, consistent, so no
+/// read model refuses it). Returns the last position written.
+async fn append_models_workload<S: mykey_store::EventStore>(
+    store: &S,
+    rounds: std::ops::Range<u64>,
+) -> u64 {
+    let mut last = 0;
+    let requests = mykey_projections::models::workload::batched(rounds)
+        .unwrap_or_else(|e| panic!("workload: {e}"));
+    for request in requests {
+        last = store
+            .append(request)
+            .await
+            .unwrap_or_else(|e| panic!("append: {e}"))
+            .last_position;
+    }
+    last
 }
