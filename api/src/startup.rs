@@ -54,6 +54,8 @@ pub struct Application {
     projections: Projections,
     /// The Kafka relay task when `KAFKA_BROKERS` is set; dropped (stopped) with the server.
     _relay: Option<mykey_projections::kafka::RelayHandle>,
+    /// Dropped with the server: stops the health-probe recorder.
+    _probes: tokio::sync::oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -107,6 +109,7 @@ impl Application {
         let checkpoints = web::Data::from(checkpoints);
         let identity = crate::auth::identity::default_identity(&store);
         let pg_config = pg.clone();
+        let pg_probe = pg.clone();
         let auth = crate::auth::Auth::build_with_registry(
             settings.auth.clone(),
             pg,
@@ -174,6 +177,7 @@ impl Application {
         // SIGTERM/SIGINT are handled by main, which also stops the private PostgreSQL.
         .disable_signals()
         .run();
+        let probes = spawn_health_recorder(pg_probe, projections.clone(), port);
         Ok(Application {
             port,
             server,
@@ -181,6 +185,7 @@ impl Application {
             registry,
             projections,
             _relay: relay,
+            _probes: probes,
         })
     }
 
@@ -252,4 +257,56 @@ fn metrics_server(
     .disable_signals()
     .run();
     Ok((port, server))
+}
+
+/// Records one health probe a minute in `ops.health_probe` (the monthly report's availability):
+/// ok while no projection has stopped on an event; a minute in which the database cannot take
+/// the probe is missing, which the report counts as down. Stops when the returned sender drops.
+fn spawn_health_recorder(
+    pg: tokio_postgres::Config,
+    projections: Projections,
+    port: u16,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // One id per server process: availability counts a minute up when any instance was.
+    let instance = format!("{port}-{}", uuid::Uuid::new_v4().simple());
+    tokio::spawn(async move {
+        let client = match pg.connect(tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+            }
+            Err(e) => {
+                tracing::warn!("health probes are not recorded: {e}");
+                return;
+            }
+        };
+        let check = || {
+            let failed: Vec<String> = projections
+                .statuses()
+                .into_iter()
+                .filter(|s| matches!(s.state, mykey_projections::runner::RunState::Failed(_)))
+                .map(|s| s.name.to_string())
+                .collect();
+            async move {
+                if failed.is_empty() {
+                    (true, String::new())
+                } else {
+                    (false, format!("projections stopped: {}", failed.join(", ")))
+                }
+            }
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        mykey_projections::reports::health::run_recorder(
+            &client,
+            &instance,
+            check,
+            |e| tracing::warn!("health probe not recorded: {e}"),
+            shutdown,
+        )
+        .await;
+    });
+    stop
 }

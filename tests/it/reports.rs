@@ -36,10 +36,6 @@ async fn setup() -> Setup {
     mykey_store::pg::migrations::migrate(&mut client)
         .await
         .unwrap_or_else(|e| panic!("migrate: {e}"));
-    client
-        .batch_execute(health::MIGRATION)
-        .await
-        .unwrap_or_else(|e| panic!("probe table: {e}"));
     let w = workload::in_memory();
     w.round(1).await;
     w.round(2).await;
@@ -427,11 +423,10 @@ async fn the_cli_entry_renders_each_format_and_refuses_bad_arguments() {
 #[tokio::test]
 async fn the_probe_recorder_writes_a_probe_at_once_and_stops_on_shutdown() {
     let db = TestDb::create().await;
-    let client = db.client().await;
-    client
-        .batch_execute(health::MIGRATION)
+    let mut client = db.client().await;
+    mykey_store::pg::migrations::migrate(&mut client)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("migrate: {e}"));
     let recorder_client = db.client().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -6,15 +6,12 @@
 //! `ok` probe; a minute with **no** probe (every instance down, or the recorder stopped) counts
 //! as unavailable — an outage must not vanish because nobody was up to record it.
 //!
-//! The table is not part of the event log (`ops` schema, append-only by convention). Its DDL
-//! is [`MIGRATION`], to be registered as a versioned migration by the lead.
+//! The table is not part of the event log (`ops` schema, append-only by trigger); it is created
+//! by the store's migration `0500_ops_health_probe.sql`.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use std::future::Future;
 use tokio_postgres::GenericClient;
-
-/// DDL of the probe table (a versioned migration; see the module docs).
-pub const MIGRATION: &str = include_str!("health_probe.sql");
 
 /// One probe a minute.
 pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);

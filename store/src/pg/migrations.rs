@@ -81,6 +81,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0300_relay_position",
         sql: include_str!("../../migrations/0300_relay_position.sql"),
     },
+    // 0500–0509: operations data for the reports (projections::reports::health).
+    Migration {
+        version: 500,
+        name: "0500_ops_health_probe",
+        sql: include_str!("../../migrations/0500_ops_health_probe.sql"),
+    },
 ];
 
 /// Advisory lock key (transaction scope) serialising migration runs across servers. Distinct

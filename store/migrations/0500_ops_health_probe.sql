@@ -1,6 +1,5 @@
 -- Health probes recorded once a minute per server instance (projections::reports::health).
 -- The monthly operations report computes availability and incidents from them.
--- Runtime role needs: USAGE on schema ops, SELECT and INSERT on ops.health_probe.
 CREATE SCHEMA IF NOT EXISTS ops;
 CREATE TABLE ops.health_probe (
     at       timestamptz NOT NULL,
@@ -9,3 +8,9 @@ CREATE TABLE ops.health_probe (
     detail   text NOT NULL,
     PRIMARY KEY (at, instance)
 );
+-- Append-only like the logs: a recorded probe is a fact the monthly report relies on.
+CREATE TRIGGER ops_health_probe_append_only
+    BEFORE UPDATE OR DELETE ON ops.health_probe
+    FOR EACH ROW EXECUTE FUNCTION mykey_refuse_change();
+GRANT USAGE ON SCHEMA ops TO mykey_runtime;
+GRANT SELECT, INSERT ON ops.health_probe TO mykey_runtime;
