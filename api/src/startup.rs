@@ -21,6 +21,11 @@ pub struct AppState {
     /// This server's metrics: components register their collectors here (never in the
     /// global default registry; tests run several servers in one process).
     pub registry: Arc<prometheus::Registry>,
+    /// Idempotency-Key claims and first answers ([`crate::http::idempotency`]).
+    pub idempotency: crate::http::idempotency::Idempotency,
+    /// How far each read model has applied the log ([`crate::http::consistency`]); the
+    /// projection runner's once wired.
+    pub read_models: Arc<dyn crate::http::consistency::ReadModelClock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,8 @@ pub enum StartupError {
     Store(#[from] mykey_store::StoreError),
     #[error("citizen-card login: {0}")]
     Auth(#[from] crate::auth::AuthStartError),
+    #[error("HTTP layer: {0}")]
+    Http(#[from] crate::http::HttpLayerError),
 }
 
 pub struct Application {
@@ -71,6 +78,15 @@ impl Application {
             })?
             .port();
         let registry = Arc::new(prometheus::Registry::new());
+        let http_pool = crate::http::pool(pg.clone())?;
+        let observer = crate::http::Observer {
+            access_log: crate::http::access_log::AccessLog::spawn(http_pool.clone(), &registry)
+                .map_err(crate::http::HttpLayerError::from)?,
+            metrics: crate::http::route_metrics::RouteMetrics::register(&registry)
+                .map_err(crate::http::HttpLayerError::from)?,
+        };
+        let idempotency = crate::http::idempotency::Idempotency::new(http_pool);
+        idempotency.spawn_pruning();
         let identity = crate::auth::identity::default_identity(&store);
         let auth = crate::auth::Auth::build_with_registry(
             settings.auth.clone(),
@@ -90,6 +106,8 @@ impl Application {
         let state = web::Data::new(AppState {
             store,
             registry: registry.clone(),
+            idempotency,
+            read_models: Arc::new(crate::http::consistency::NoReadModels),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -110,8 +128,14 @@ impl Application {
                         .error_handler(json_error_handler),
                 )
                 .wrap_fn(|req, srv| crate::auth::cache::within_request(srv.call(req)))
+                // Outermost: sees every answer, including the error handlers' problems.
+                .wrap_fn({
+                    let observer = observer.clone();
+                    move |req, srv| crate::http::observe(&observer, req, srv)
+                })
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
+                .service(crate::http::openapi::serve)
                 .configure(routes::auth::configure)
                 .configure(|cfg| {
                     if public_metrics {

@@ -1,17 +1,20 @@
 //! Liveness and readiness.
 
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::{get, web, HttpResponse};
 use mykey_store::EventStore;
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "`{ status: ok }`")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// The process can serve: the event log answers.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, description = "`{ status: ready, log_head }`"), (status = 503, response = ProblemResponse)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let head = state
