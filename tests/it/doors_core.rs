@@ -341,7 +341,8 @@ async fn every_request_is_in_the_append_only_access_log_and_exports() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let got: Vec<(Option<String>, Option<String>, String, String, i16, String)> = rows
+    type Row = (Option<String>, Option<String>, String, String, i16, String);
+    let got: Vec<Row> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(6)))
         .collect();
