@@ -225,4 +225,18 @@ mod tests {
         assert_eq!(p.status, 503);
         assert_eq!(p.retry_after_secs, Some(READ_MODEL_RETRY_AFTER_SECS));
     }
+
+    #[actix_web::test]
+    async fn answers_carry_their_position_in_body_and_header() {
+        let r = positioned(HttpResponse::Ok(), 7, serde_json::json!({ "a": 1 }));
+        assert_eq!(
+            r.headers()
+                .get(POSITION_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("7")
+        );
+        let body = actix_web::body::to_bytes(r.into_body()).await.ok();
+        let body: Option<serde_json::Value> = body.and_then(|b| serde_json::from_slice(&b).ok());
+        assert_eq!(body, Some(serde_json::json!({ "a": 1, "position": 7 })));
+    }
 }
