@@ -235,3 +235,41 @@ pub async fn export(
     out.flush()?;
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            at: Utc::now(),
+            principal: None,
+            role: None,
+            rp: None,
+            route: "/x".into(),
+            method: "GET".into(),
+            status: 200,
+            latency_us: 1,
+            correlation_id: Uuid::new_v4(),
+        }
+    }
+
+    /// A full queue drops (and counts) rather than making the request wait. On this
+    /// single-threaded runtime the writer cannot run between the `record` calls, so exactly
+    /// the queue's capacity is kept.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("127.0.0.1")
+            .port(1)
+            .user("nobody")
+            .dbname("nothing");
+        let pool = crate::http::pool(pg).unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry::new();
+        let log = AccessLog::spawn(pool, &registry).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..ACCESS_LOG_QUEUE + 25 {
+            log.record(record());
+        }
+        assert_eq!(log.dropped.get(), 25);
+    }
+}

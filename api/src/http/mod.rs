@@ -79,25 +79,23 @@ where
     let started = Instant::now();
     let at = chrono::Utc::now();
     req.extensions_mut().insert(CorrelationId(Uuid::new_v4()));
-    let method = req.method().to_string();
+    let method = method_label(req.method());
+    // Kept for an error that escapes the app as `Err` (it is answered after us, unseen).
+    let http_req = req.request().clone();
     let observer = observer.clone();
     let fut = srv.call(req);
     async move {
-        let mut res = fut.await?;
+        let result = fut.await;
         let elapsed = started.elapsed();
-        let status = res.status().as_u16();
-        let req = res.request().clone();
+        let (req, status) = match &result {
+            Ok(res) => (res.request().clone(), res.status().as_u16()),
+            Err(e) => (http_req, e.as_response_error().status_code().as_u16()),
+        };
         let route = req
             .match_pattern()
             .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
         let principal = req.extensions().get::<Principal>().cloned();
         let correlation_id = correlation_id(&req);
-        if !res.headers().contains_key(CORRELATION_HEADER) {
-            if let Ok(v) = HeaderValue::from_str(&correlation_id.to_string()) {
-                res.headers_mut()
-                    .insert(HeaderName::from_static(CORRELATION_HEADER), v);
-            }
-        }
         observer.metrics.observe(&route, &method, status, elapsed);
         observer.access_log.record(access_log::AccessRecord {
             at,
@@ -110,7 +108,25 @@ where
             latency_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
             correlation_id,
         });
+        let mut res = result?;
+        if !res.headers().contains_key(CORRELATION_HEADER) {
+            if let Ok(v) = HeaderValue::from_str(&correlation_id.to_string()) {
+                res.headers_mut()
+                    .insert(HeaderName::from_static(CORRELATION_HEADER), v);
+            }
+        }
         Ok(res)
+    }
+}
+
+/// A method as a label: extension methods are one `OTHER`, like unknown paths.
+fn method_label(method: &actix_web::http::Method) -> String {
+    use actix_web::http::Method as M;
+    match *method {
+        M::GET | M::POST | M::PUT | M::PATCH | M::DELETE | M::HEAD | M::OPTIONS => {
+            method.to_string()
+        }
+        _ => "OTHER".to_owned(),
     }
 }
 
