@@ -78,24 +78,33 @@ where
 {
     let started = Instant::now();
     let at = chrono::Utc::now();
-    req.extensions_mut().insert(CorrelationId(Uuid::new_v4()));
+    let made_correlation_id = Uuid::new_v4();
+    req.extensions_mut()
+        .insert(CorrelationId(made_correlation_id));
     let method = method_label(req.method());
-    // Kept for an error that escapes the app as `Err` (it is answered after us, unseen).
-    let http_req = req.request().clone();
     let observer = observer.clone();
     let fut = srv.call(req);
     async move {
         let result = fut.await;
         let elapsed = started.elapsed();
-        let (req, status) = match &result {
-            Ok(res) => (res.request().clone(), res.status().as_u16()),
-            Err(e) => (http_req, e.as_response_error().status_code().as_u16()),
+        // The request is not cloned before the call: routing needs it unshared. An error that
+        // escapes the app as `Err` (answered after us) is recorded without route or principal.
+        let (route, principal, correlation_id, status) = match &result {
+            Ok(res) => {
+                let req = res.request();
+                let route = req
+                    .match_pattern()
+                    .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+                let principal = req.extensions().get::<Principal>().cloned();
+                (route, principal, correlation_id(req), res.status().as_u16())
+            }
+            Err(e) => (
+                UNMATCHED_ROUTE.to_owned(),
+                None,
+                made_correlation_id,
+                e.as_response_error().status_code().as_u16(),
+            ),
         };
-        let route = req
-            .match_pattern()
-            .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-        let principal = req.extensions().get::<Principal>().cloned();
-        let correlation_id = correlation_id(&req);
         observer.metrics.observe(&route, &method, status, elapsed);
         observer.access_log.record(access_log::AccessRecord {
             at,
