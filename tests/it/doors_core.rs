@@ -169,6 +169,15 @@ async fn idempotency_key_retries_and_misuse() {
     );
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(count(&s, "SELECT count(*) FROM events").await, events);
+    assert_eq!(
+        count(
+            &s,
+            "SELECT count(*) FROM auth_audit WHERE outcome = 'REPLAYED'"
+        )
+        .await,
+        1,
+        "the retry is audited as a replay, not as a second success"
+    );
 
     // Without a key the same body runs again and the write model refuses the duplicate.
     let dup = send(post(&http, &s, "/v1/operator/relying-parties", None).json(&body)).await;

@@ -87,6 +87,14 @@ async fn audited(
         {
             auth.refuse_unauthenticated(c, endpoint, &p.code).await;
         }
+        // A retry answered from the idempotency table: nothing ran (the first attempt's own
+        // row holds its outcome).
+        Ok(r)
+            if r.headers()
+                .contains_key(crate::http::idempotency::REPLAYED_HEADER) =>
+        {
+            auth.audit(c, endpoint, rp_id, "REPLAYED", None).await;
+        }
         Ok(_) => {
             auth.audit(c, endpoint, rp_id, "OK", None).await;
         }
