@@ -116,6 +116,18 @@ pub enum Command {
     },
     /// Make a new checkpoint key; old ones stay listed, so old checkpoints stay verifiable.
     RotateCheckpointKey,
+    /// Export the access log (`from <= time < to`, RFC 3339) to stdout as CSV or NDJSON.
+    AccessLog {
+        #[arg(long, value_parser = parse_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        #[arg(long, value_parser = parse_time)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Only this principal's requests.
+        #[arg(long)]
+        principal: Option<String>,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: crate::http::access_log::ExportFormat,
+    },
     /// Make a MYKEY_KEY_ENCRYPTION_KEY_FILE (mode 0600).
     NewKeyEncryptionKey {
         #[arg(long)]
@@ -135,6 +147,28 @@ impl Command {
 }
 
 type BoxError = Box<dyn std::error::Error>;
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s}: not an RFC 3339 time with an offset ({e})"))
+}
+
+/// `access-log`: stdout is the export itself (not a JSON result).
+async fn export_access_log(
+    pg: tokio_postgres::Config,
+    filter: crate::http::access_log::ExportFilter,
+    format: crate::http::access_log::ExportFormat,
+) -> Result<(), BoxError> {
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let n = crate::http::access_log::export(&client, &filter, format, &mut out).await?;
+    drop(client);
+    let _ = connection.await;
+    tracing::info!(records = n, "access log exported");
+    Ok(())
+}
 
 fn parse(args: &[String]) -> Result<Command, BoxError> {
     let cli = Cli::try_parse_from(
@@ -212,6 +246,20 @@ pub async fn run_command(
 ) -> Result<(), BoxError> {
     if !cmd.needs_database() {
         return run_offline_command(cmd);
+    }
+    if let Command::AccessLog {
+        from,
+        to,
+        principal,
+        format,
+    } = cmd
+    {
+        let filter = crate::http::access_log::ExportFilter {
+            from: *from,
+            to: *to,
+            principal: principal.clone(),
+        };
+        return export_access_log(pg, filter, *format).await;
     }
     let checkpoint_cmd = match cmd {
         Command::SignCheckpoint => Some("sign-checkpoint"),
@@ -294,6 +342,7 @@ pub async fn run_command(
         | Command::Rebuild { .. }
         | Command::Report { .. } => return Err("handled above".into()),
         Command::Relay => return Err("the relay runs from the server binary".into()),
+        Command::AccessLog { .. } => return Err("access-log is handled above".into()),
     };
     println!("{out}");
     match failed {

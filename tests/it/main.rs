@@ -3,6 +3,8 @@
 mod auth;
 mod auth_hardening;
 mod commands;
+mod doors_core;
+mod doors_fuzz;
 mod kafka;
 mod login_b;
 mod pki;

@@ -81,6 +81,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0300_relay_position",
         sql: include_str!("../../migrations/0300_relay_position.sql"),
     },
+    // 0400–0409: the HTTP doors' shared layer (api/src/http).
+    Migration {
+        version: 400,
+        name: "0400_doors_core",
+        sql: include_str!("../../migrations/0400_doors_core.sql"),
+    },
     // 0500–0509: operations data for the reports (projections::reports::health).
     Migration {
         version: 500,
