@@ -10,6 +10,7 @@ pub mod cli;
 pub mod codes;
 pub mod config;
 pub mod errors;
+pub mod http;
 pub mod local_pg;
 pub mod routes;
 pub mod startup;
