@@ -634,7 +634,7 @@ async fn the_point_program_path_over_the_rp_and_provider_doors_with_tenant_isola
 
 #[tokio::test]
 async fn maintenance_notices_as_json_and_as_an_icalendar_feed_that_parses() {
-    use icalendar::{Component, EventLike};
+    use icalendar::Component;
     let app = spawn().await;
     let city = app.rp("city-a", "municipality").await;
     let now = Utc::now();
