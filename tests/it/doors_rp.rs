@@ -685,6 +685,15 @@ async fn maintenance_notices_as_json_and_as_an_icalendar_feed_that_parses() {
         401,
         "ACCESS_TOKEN_MISSING",
     );
+    // Read-your-writes: a position the read model has not reached is a bounded wait, then 503.
+    let ahead = app.head().await + 1_000;
+    let got = app
+        .get(
+            &format!("/v1/rp/notices?min_position={ahead}"),
+            Some(&city.token),
+        )
+        .await;
+    assert_problem(&got, 503, "READ_MODEL_BEHIND");
     assert_problem(
         &app.get("/v1/rp/notices.ics", None).await,
         401,
