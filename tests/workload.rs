@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 /// Events one [`Workload::round`] appends (checked by the fixture test).
-pub const EVENTS_PER_ROUND: usize = 75;
+pub const EVENTS_PER_ROUND: usize = 76;
 
 /// The command handlers and the clock a workload drives.
 #[derive(Debug)]
@@ -346,6 +346,13 @@ impl<S: EventStore> Workload<S> {
             self.cmds.approve_patch(&op("op-2"), patch(1)).await,
         );
         ok("apply", self.cmds.apply_patch(&op("op-2"), patch(1)).await);
+        // The provider takes back part of the 5,000 points owed after the correction.
+        ok(
+            "reversal paid",
+            self.cmds
+                .record_reversal_paid(&self.rp(&psp), &program, s[0], 1_000)
+                .await,
+        );
         ok(
             "request",
             self.cmds

@@ -138,6 +138,22 @@ api_codes! {
     CERTIFICATE_ALREADY_RENEWED = 409,
     SUBJECT_NOT_FOUND = 404,
     PPID_ALREADY_ISSUED = 409,
+    // the RP, provider and citizen doors (api/src/routes/rp.rs, provider.rs)
+    PPID_NOT_FOUND = 404,
+    PPID_ALREADY_REVOKED = 409,
+    PPID_ALREADY_INVALIDATED = 409,
+    APPLICATION_NOT_FOUND = 404,
+    RP_WRONG_KIND = 403,
+    PROGRAM_NOT_FOUND = 404,
+    PROGRAM_PAUSED = 409,
+    ALREADY_REVIEWED = 409,
+    NOT_REVIEWED = 409,
+    APPLICATION_REJECTED = 409,
+    POINTS_ALREADY_GRANTED = 409,
+    POINTS_MUST_BE_POSITIVE = 400,
+    PAYMENT_SERVICE_NOT_LINKED = 409,
+    NO_REVERSAL_OWED = 409,
+    REVERSAL_EXCEEDS_OWED = 409,
 }
 
 /// The status of a write-model code not listed above, by its kind.

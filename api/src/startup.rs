@@ -29,6 +29,8 @@ pub struct AppState {
     /// How far each read model has applied the log ([`crate::http::consistency`]); the
     /// projection runner's once wired.
     pub read_models: Arc<dyn crate::http::consistency::ReadModelClock>,
+    /// Connections for read-model queries (the HTTP layer's pool).
+    pub read_pool: deadpool_postgres::Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +123,7 @@ impl Application {
             metrics: crate::http::route_metrics::RouteMetrics::register(&registry)
                 .map_err(crate::http::HttpLayerError::from)?,
         };
-        let idempotency = crate::http::idempotency::Idempotency::new(http_pool);
+        let idempotency = crate::http::idempotency::Idempotency::new(http_pool.clone());
         idempotency.spawn_pruning();
         let identity = crate::auth::identity::default_identity(&store);
         let pg_config = pg.clone();
@@ -155,6 +157,7 @@ impl Application {
             projections: projections.clone(),
             idempotency,
             read_models: Arc::new(projections.clone()),
+            read_pool: http_pool,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -186,6 +189,8 @@ impl Application {
                 .service(crate::http::openapi::serve)
                 .configure(routes::auth::configure)
                 .configure(crate::audit::routes::configure)
+                .configure(routes::rp::configure)
+                .configure(routes::provider::configure)
                 .configure(|cfg| {
                     if public_metrics {
                         routes::auth::configure_metrics(cfg);

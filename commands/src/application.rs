@@ -118,4 +118,20 @@ impl<S: EventStore> Commands<S> {
         })
         .await
     }
+
+    /// The payment provider records that `points` of an owed reversal were taken back.
+    pub async fn record_reversal_paid(
+        &self,
+        meta: &CommandMeta,
+        program: &ProgramId,
+        subject: SubjectId,
+        points: u64,
+    ) -> Result<ApplicationState> {
+        self.execute::<Application>(
+            meta,
+            ApplicationId::of(program, &subject),
+            ApplicationCommand::RecordReversalPaid { points },
+        )
+        .await
+    }
 }

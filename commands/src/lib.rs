@@ -39,6 +39,7 @@
 //!                resume_program, close_program, load_program
 //! applications:  submit_application(&meta, subject, &program, &psp), link_payment_service,
 //!                record_review(.., ReviewOutcome), grant_points, unlink_payment_service,
+//!                record_reversal_paid,
 //!                load_application
 //! data patches:  request_patch(&meta, RequestPatch{..}), dry_run_patch, approve_patch,
 //!                reject_patch, apply_patch, expire_patch, load_patch

@@ -6,7 +6,9 @@
 //! - points are granted only for an approved outcome while a payment service is linked, once;
 //! - an unlinked payment service blocks every grant not yet made;
 //! - a review outcome is corrected only by a data patch; a correction after a grant records
-//!   the reversal owed (the grant is not erased) and allows a new grant for the new outcome.
+//!   the reversal owed (the grant is not erased) and allows a new grant for the new outcome;
+//! - the payment provider records a reversal paid only up to the points still owed, so the
+//!   owed balance never goes below zero.
 
 use crate::program::{existing as existing_program, ProgramState};
 use crate::relying_party::{ensure_active, RelyingPartyState, RpKind};
@@ -67,6 +69,10 @@ pub enum ApplicationCommand {
         outcome: ReviewOutcome,
         reason: String,
     },
+    /// The payment provider took back `points` of the reversal owed.
+    RecordReversalPaid {
+        points: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +106,11 @@ pub enum ApplicationEvent {
         reversal_owed_points: u64,
         patch_id: Uuid,
         reason: String,
+    },
+    /// Points of an owed reversal that the payment service took back.
+    ReversalPaid {
+        points: u64,
+        payment_service: RelyingPartyId,
     },
 }
 
@@ -295,6 +306,41 @@ pub fn decide(
                 reason,
             }])
         }
+        C::RecordReversalPaid { points } => {
+            let a = existing(state)?;
+            match ctx.role() {
+                Role::System => {}
+                Role::RelyingParty(rp) if *rp == a.payment_service => {}
+                _ => {
+                    return Err(DomainError::not_authorised(
+                        ctx,
+                        "the payment service that granted the points records their reversal",
+                    ))
+                }
+            }
+            if points == 0 {
+                return Err(DomainError::new(
+                    ErrorCode::POINTS_MUST_BE_POSITIVE,
+                    "a reversal paid is at least one point",
+                ));
+            }
+            if a.reversal_owed_points == 0 {
+                return Err(DomainError::new(
+                    ErrorCode::NO_REVERSAL_OWED,
+                    "no reversal is owed for this application",
+                ));
+            }
+            if points > a.reversal_owed_points {
+                return Err(DomainError::new(
+                    ErrorCode::REVERSAL_EXCEEDS_OWED,
+                    format!("only {} points are owed", a.reversal_owed_points),
+                ));
+            }
+            Ok(vec![E::ReversalPaid {
+                points,
+                payment_service: a.payment_service.clone(),
+            }])
+        }
     }
 }
 
@@ -349,6 +395,10 @@ pub fn evolve(
             a.outcome = Some(outcome.clone());
             a.reversal_owed_points += reversal_owed_points;
             a.granted_points = None;
+            Some(a)
+        }
+        (Some(mut a), E::ReversalPaid { points, .. }) => {
+            a.reversal_owed_points = a.reversal_owed_points.saturating_sub(*points);
             Some(a)
         }
         (None, _) => None,

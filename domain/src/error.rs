@@ -69,6 +69,10 @@ error_codes! {
     POINTS_ALREADY_GRANTED,
     POINTS_MUST_BE_POSITIVE,
     SAME_OUTCOME,
+    /// A reversal paid was recorded where none is owed.
+    NO_REVERSAL_OWED,
+    /// A reversal paid larger than the points still owed.
+    REVERSAL_EXCEEDS_OWED,
 
     PATCH_ALREADY_REQUESTED,
     PATCH_NOT_FOUND,

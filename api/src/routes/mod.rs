@@ -2,8 +2,11 @@
 
 pub mod auth;
 pub mod health;
+pub mod ical;
 pub mod oauth;
 pub mod operator;
+pub mod provider;
+pub mod rp;
 pub mod wellknown;
 
 use crate::errors::Problem;

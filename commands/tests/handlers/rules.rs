@@ -1241,3 +1241,76 @@ fn patch_dry_runner_cannot_approve_either_and_oversized_patches_are_refused() {
         })
         .then_reject(E::PATCH_EXPIRED);
 }
+
+#[test]
+fn the_provider_records_a_reversal_paid_up_to_the_points_owed() {
+    let corrected = |owed| AE::ReviewCorrected {
+        previous: ReviewOutcome::Approved { points: 50_000 },
+        outcome: ReviewOutcome::Approved { points: 5_000 },
+        reversal_owed_points: owed,
+        patch_id: Uuid::from_u128(5),
+        reason: "typo".into(),
+    };
+    let granted = AE::PointsGranted {
+        points: 50_000,
+        payment_service: rp("psp"),
+    };
+    let owing = || {
+        vec![
+            submitted(),
+            linked(),
+            approved(50_000),
+            granted.clone(),
+            corrected(50_000),
+        ]
+    };
+    let paid = |points| AC::RecordReversalPaid { points };
+    let after = given::<Application>(owing())
+        .by("psp", Role::RelyingParty(rp("psp")))
+        .when(paid(20_000))
+        .then_expect([AE::ReversalPaid {
+            points: 20_000,
+            payment_service: rp("psp"),
+        }]);
+    let a = after.unwrap_or_else(|| panic!("application"));
+    assert_eq!(a.reversal_owed_points, 30_000);
+    // Paid in full, nothing more is owed.
+    let mut settled = owing();
+    settled.push(AE::ReversalPaid {
+        points: 50_000,
+        payment_service: rp("psp"),
+    });
+    given::<Application>(settled)
+        .by("psp", Role::RelyingParty(rp("psp")))
+        .when(paid(1))
+        .then_reject(E::NO_REVERSAL_OWED);
+    given::<Application>(owing())
+        .by("psp", Role::RelyingParty(rp("psp")))
+        .when(paid(50_001))
+        .then_reject(E::REVERSAL_EXCEEDS_OWED);
+    given::<Application>(owing())
+        .by("psp", Role::RelyingParty(rp("psp")))
+        .when(paid(0))
+        .then_reject(E::POINTS_MUST_BE_POSITIVE);
+    given::<Application>([submitted(), linked(), approved(5)])
+        .by("psp", Role::RelyingParty(rp("psp")))
+        .when(paid(5))
+        .then_reject(E::NO_REVERSAL_OWED);
+    // Only the application's own payment service (or the platform) records it.
+    given::<Application>(owing())
+        .by("other", Role::RelyingParty(rp("other-psp")))
+        .when(paid(1))
+        .then_reject(E::NOT_AUTHORISED);
+    given::<Application>(owing())
+        .by("city", Role::RelyingParty(rp("city")))
+        .when(paid(1))
+        .then_reject(E::NOT_AUTHORISED);
+    given::<Application>(owing())
+        .by("c", CITIZEN())
+        .when(paid(1))
+        .then_reject(E::NOT_AUTHORISED);
+    given::<Application>([])
+        .by("psp", Role::RelyingParty(rp("psp")))
+        .when(paid(1))
+        .then_reject(E::APPLICATION_NOT_FOUND);
+}

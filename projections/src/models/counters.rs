@@ -88,7 +88,8 @@ impl Projection for DailyCounters {
         "daily_counters"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: matches ReversalPaid (counts nothing; the rows are those of version 1).
+        2
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
@@ -186,8 +187,10 @@ impl Projection for DailyCounters {
                         ));
                     }
                 }
+                // A reversal paid settles owed points; the daily counters count what is owed.
                 ApplicationEvent::PaymentServiceLinked { .. }
-                | ApplicationEvent::PaymentServiceUnlinked { .. } => {}
+                | ApplicationEvent::PaymentServiceUnlinked { .. }
+                | ApplicationEvent::ReversalPaid { .. } => {}
             },
             _ => {}
         }

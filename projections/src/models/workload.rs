@@ -30,7 +30,7 @@ use std::fmt::Display;
 use uuid::Uuid;
 
 /// Events in one [`round`].
-pub const EVENTS_PER_ROUND: usize = 58;
+pub const EVENTS_PER_ROUND: usize = 59;
 
 /// Why a round could not be built (a bug in this generator, not in the caller's input).
 #[derive(Debug, thiserror::Error)]
@@ -473,6 +473,19 @@ pub fn round(r: u64) -> Result<Vec<AppendRequest>> {
     )?];
     applied.extend(compensations);
     w.append("op-2", "operator", Some(patch), applied);
+    // The provider takes back part of the 5,000 points now owed.
+    w.append(
+        psp.as_str(),
+        "relying_party",
+        None,
+        vec![ev::<Application>(
+            &app1,
+            &AE::ReversalPaid {
+                points: 1_000,
+                payment_service: psp.clone(),
+            },
+        )?],
+    );
 
     // Maintenance notices and the test-card register.
     let notice = NoticeId::parse(&format!("wm-{r}"))?;

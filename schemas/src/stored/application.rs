@@ -81,6 +81,13 @@ pub struct ReviewOutcomeCorrectedV1 {
     pub reason: String,
 }
 
+/// Points of an owed reversal (after a corrected review) that the payment service took back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReversalPaidV1 {
+    pub points: u64,
+    pub payment_service_id: String,
+}
+
 stored! {
     ApplicationSubmittedV1 => "ApplicationSubmitted" v 1,
     PaymentServiceLinkedV1 => "PaymentServiceLinked" v 1,
@@ -88,6 +95,7 @@ stored! {
     PointsGrantedV1 => "PointsGranted" v 1,
     PaymentServiceUnlinkedV1 => "PaymentServiceUnlinked" v 1,
     ReviewOutcomeCorrectedV1 => "ReviewOutcomeCorrected" v 1,
+    ReversalPaidV1 => "ReversalPaid" v 1,
 }
 
 pub fn schema_files() -> Vec<SchemaFile> {
@@ -98,6 +106,7 @@ pub fn schema_files() -> Vec<SchemaFile> {
         schema_file::<PointsGrantedV1>(),
         schema_file::<PaymentServiceUnlinkedV1>(),
         schema_file::<ReviewOutcomeCorrectedV1>(),
+        schema_file::<ReversalPaidV1>(),
     ]
 }
 
@@ -156,6 +165,13 @@ impl EventCodec for Application {
                 patch_id: *patch_id,
                 reason: reason.clone(),
             }),
+            E::ReversalPaid {
+                points,
+                payment_service,
+            } => encode(&ReversalPaidV1 {
+                points: *points,
+                payment_service_id: payment_service.to_string(),
+            }),
         }
     }
 
@@ -208,6 +224,13 @@ impl EventCodec for Application {
                     reversal_owed_points: p.reversal_owed_points,
                     patch_id: p.patch_id,
                     reason: p.reason,
+                })
+            }
+            ("ReversalPaid", 1) => {
+                let p = parse::<ReversalPaidV1>(payload)?;
+                Ok(E::ReversalPaid {
+                    points: p.points,
+                    payment_service: rp::<ReversalPaidV1>(&p.payment_service_id)?,
                 })
             }
             _ => Err(unknown(event_type, version)),

@@ -302,6 +302,21 @@ impl Programs {
                     "reason": reason,
                 })
             }
+            E::ReversalPaid {
+                points,
+                payment_service,
+            } => {
+                out.push(Change::new(
+                    checked!(
+                        "UPDATE application SET reversal_owed_points = \
+                     GREATEST(reversal_owed_points - $2, 0), changed_at = $3, position = $4 \
+                     WHERE id = $1",
+                        "application"
+                    ),
+                    vec![id.clone(), int(*points)?.into(), at.clone(), pos.clone()],
+                ));
+                json!({ "points": points, "payment_service": payment_service.as_str() })
+            }
         };
         let m = &e.envelope.metadata;
         out.push(Change::new(
@@ -327,7 +342,8 @@ impl Projection for Programs {
         "programs"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: applies ReversalPaid (the owed balance goes down).
+        2
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
