@@ -1,12 +1,13 @@
 //! Every machine `code` the HTTP API answers with, and its HTTP status: the one place that
 //! maps a code to a status (`/work/shared/api.md` "Errors"): bad input 400; no or bad
 //! credential 401; authenticated but not allowed 403; not found 404; wrong method 405; wrong
-//! state, conflict or duplicate 409; gone 410; too large 413; wrong media type 415; rate
+//! state, conflict or duplicate 409; gone 410; too large 413; wrong media type 415; idempotency
+//! key reused with another body 422; rate
 //! limited 429; a dependency down 503.
 //!
 //! Write-model refusals (`mykey_domain::ErrorCode`) that an endpoint can cause are listed here
-//! too; any other domain code falls back to [`domain_status`]. `api/openapi.yaml`'s code enum
-//! is held equal to [`ApiCode::ALL`] by a test.
+//! too; any other domain code falls back to [`domain_status`]. `/openapi.json`'s code enum
+//! ([`crate::http::openapi`]) is held equal to [`ApiCode::ALL`] by a test.
 
 use actix_web::http::StatusCode;
 
@@ -111,6 +112,15 @@ api_codes! {
     CRL_UNSUPPORTED = 400,
     CRL_NOT_NEWER = 409,
     JWK_INVALID = 400,
+    // shared by every door (api/src/http)
+    IDEMPOTENCY_KEY_MISSING = 400,
+    IDEMPOTENCY_KEY_MALFORMED = 400,
+    /// The same Idempotency-Key with another request (method, path or body).
+    IDEMPOTENCY_KEY_REUSED = 422,
+    IDEMPOTENCY_KEY_IN_FLIGHT = 409,
+    MIN_POSITION_MALFORMED = 400,
+    /// The read model did not reach `min_position` within the bound.
+    READ_MODEL_BEHIND = 503,
     // write-model refusals an endpoint can cause (mykey_domain::ErrorCode)
     INVALID_INPUT = 400,
     INVALID_LOCAL_GOVERNMENT_CODE = 400,

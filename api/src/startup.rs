@@ -24,6 +24,13 @@ pub struct AppState {
     pub registry: Arc<prometheus::Registry>,
     /// The read models: serving schemas, read-your-writes and status for `/readyz`.
     pub projections: Projections,
+    /// Idempotency-Key claims and first answers ([`crate::http::idempotency`]).
+    pub idempotency: crate::http::idempotency::Idempotency,
+    /// How far each read model has applied the log ([`crate::http::consistency`]); the
+    /// projection runner's once wired.
+    pub read_models: Arc<dyn crate::http::consistency::ReadModelClock>,
+    /// Connections for read-model queries (the HTTP layer's pool).
+    pub read_pool: deadpool_postgres::Pool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +48,8 @@ pub enum StartupError {
     Audit(#[from] crate::audit::AuditError),
     #[error("projections: {0}")]
     Projections(#[from] mykey_projections::runner::RunnerError),
+    #[error("HTTP layer: {0}")]
+    Http(#[from] crate::http::HttpLayerError),
 }
 
 pub struct Application {
@@ -87,6 +96,15 @@ impl Application {
         .await?;
         checkpoints.spawn_periodic(settings.audit.checkpoint_interval_secs);
         let checkpoints = web::Data::from(checkpoints);
+        let http_pool = crate::http::pool(pg.clone())?;
+        let observer = crate::http::Observer {
+            access_log: crate::http::access_log::AccessLog::spawn(http_pool.clone(), &registry)
+                .map_err(crate::http::HttpLayerError::from)?,
+            metrics: crate::http::route_metrics::RouteMetrics::register(&registry)
+                .map_err(crate::http::HttpLayerError::from)?,
+        };
+        let idempotency = crate::http::idempotency::Idempotency::new(http_pool.clone());
+        idempotency.spawn_pruning();
         let identity = crate::auth::identity::default_identity(&store);
         let pg_config = pg.clone();
         let auth = crate::auth::Auth::build_with_registry(
@@ -116,7 +134,14 @@ impl Application {
             store,
             registry: registry.clone(),
             projections: projections.clone(),
+            idempotency,
+            read_models: Arc::new(routes::operations::ProjectionClock(projections.clone())),
+            read_pool: http_pool,
         });
+        crate::patch_expiry::spawn(
+            state.get_ref().clone(),
+            crate::patch_expiry::interval_from_env(),
+        );
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -137,9 +162,16 @@ impl Application {
                         .error_handler(json_error_handler),
                 )
                 .wrap_fn(|req, srv| crate::auth::cache::within_request(srv.call(req)))
+                // Outermost: sees every answer, including the error handlers' problems.
+                .wrap_fn({
+                    let observer = observer.clone();
+                    move |req, srv| crate::http::observe(&observer, req, srv)
+                })
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
+                .service(crate::http::openapi::serve)
                 .configure(routes::auth::configure)
+                .configure(routes::operations::configure)
                 .configure(crate::audit::routes::configure)
                 .configure(|cfg| {
                     if public_metrics {

@@ -25,8 +25,8 @@ pub mod keys;
 pub mod keywrap;
 pub mod metrics;
 pub mod operators;
-mod renewals;
 pub mod ratelimit;
+mod renewals;
 #[cfg(test)]
 mod verifier_tests;
 

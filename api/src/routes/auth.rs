@@ -4,6 +4,8 @@
 use super::oauth::ctx;
 use crate::auth::{Auth, Ctx, KazashiBody, LoginBody};
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
+use crate::http::{attach_principal, Principal};
 use actix_web::{post, web, FromRequest, HttpRequest, HttpResponse};
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -33,6 +35,9 @@ where
     body
 }
 
+/// A single-use challenge for a card to sign.
+#[utoipa::path(post, path = "/v1/auth/challenges", tag = "login", security(("bearer" = [])),
+    responses((status = 201, description = "`{ challenge_id, nonce, expires_at }`"), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/auth/challenges")]
 pub async fn challenge(auth: web::Data<Auth>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let ctx = ctx(&req);
@@ -40,7 +45,17 @@ pub async fn challenge(auth: web::Data<Auth>, req: HttpRequest) -> Result<HttpRe
     let rp = auth
         .authenticate_for(bearer(&req), "auth.challenge", &ctx)
         .await?;
+    attach_principal(&req, rp_principal(&rp), ctx.correlation_id);
     Ok(no_store(HttpResponse::Created(), &auth.challenge(&rp)))
+}
+
+/// A relying party as the access log records it.
+fn rp_principal(rp: &str) -> Principal {
+    Principal {
+        id: rp.to_owned(),
+        role: "relying_party".to_owned(),
+        rp: Some(rp.to_owned()),
+    }
 }
 
 /// What every login endpoint does before its own work: authenticate the relying party, then
@@ -55,6 +70,7 @@ async fn authenticated_attempt<T: serde::de::DeserializeOwned>(
     auth.admit(&ctx, endpoint)?;
     let rp = auth.authenticate_for(bearer(req), endpoint, &ctx).await?;
     ctx.adopt_correlation_id();
+    attach_principal(req, rp_principal(&rp), ctx.correlation_id);
     let body: web::Json<T> = attempt_body(auth, req, payload, &ctx, endpoint, Some(&rp)).await?;
     Ok((ctx, rp, body.into_inner()))
 }
@@ -69,6 +85,10 @@ pub(super) fn no_store<T: serde::Serialize>(
         .json(body)
 }
 
+/// PIN login: the card's signature over a challenge; answers an ID token with the PPID.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "login", security(("bearer" = [])),
+    request_body(content = Object, description = "`{ challenge_id, certificate, signature }` (base64); at most 64 KiB"),
+    responses((status = 200, description = "`{ id_token, ppid, acr }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 410, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 415, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/auth/login")]
 pub async fn login(
     auth: web::Data<Auth>,
@@ -83,6 +103,10 @@ pub async fn login(
     ))
 }
 
+/// かざし (tap) login: the card's certificate only; answers the existing PPID.
+#[utoipa::path(post, path = "/v1/auth/kazashi", tag = "login", security(("bearer" = [])),
+    request_body(content = Object, description = "`{ certificate }` (base64); at most 64 KiB"),
+    responses((status = 200, description = "`{ id_token, ppid, acr }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 415, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/auth/kazashi")]
 pub async fn kazashi(
     auth: web::Data<Auth>,
@@ -97,6 +121,7 @@ pub async fn kazashi(
     ))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text exposition")))]
 /// The server's metrics registry (Prometheus text). `mykey_crl_stale_refusals_total` is the
 /// CRL alert. Served on the public port, or only on `MYKEY_METRICS_LISTEN` when that is set.
 pub async fn metrics(registry: web::Data<prometheus::Registry>) -> HttpResponse {

@@ -3,49 +3,41 @@
 pub mod auth;
 pub mod health;
 pub mod oauth;
+pub mod operations;
 pub mod operator;
 pub mod wellknown;
 
 use crate::errors::Problem;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 
-/// Every path the server serves and the one method it takes there (`api/openapi.yaml` documents
-/// exactly these, held by a test; `{id}/key` is one `{id}/{action}`). Registered last, so a
-/// request with another method answers 405 `METHOD_NOT_ALLOWED` (with `Allow`) as
-/// problem+json; a path not listed answers 404 `NOT_FOUND` ([`crate::errors::routing_problem`]).
-pub const PATHS: &[(&str, &str)] = &[
-    ("/healthz", "GET"),
-    ("/readyz", "GET"),
-    ("/metrics", "GET"),
-    ("/.well-known/openid-configuration", "GET"),
-    ("/.well-known/jwks.json", "GET"),
-    ("/v1/oauth/token", "POST"),
-    ("/v1/auth/challenges", "POST"),
-    ("/v1/auth/login", "POST"),
-    ("/v1/auth/kazashi", "POST"),
-    ("/v1/operator/crls", "POST"),
-    ("/v1/operator/renewals", "POST"),
-    ("/v1/operator/signing-keys/rotate", "POST"),
-    ("/v1/operator/relying-parties", "POST"),
-    ("/v1/operator/relying-parties/{id}/{action}", "POST"),
-];
-
-/// Registers the 405 answers for [`PATHS`]; `metrics` says whether `/metrics` is served here.
+/// Registers, for every path of the generated document ([`crate::http::openapi`]), a 405
+/// `METHOD_NOT_ALLOWED` answer (with `Allow`) as problem+json for the methods it does not
+/// take. Registered last, so the real routes win; a path not in the document answers 404
+/// `NOT_FOUND` ([`crate::errors::routing_problem`]). `metrics` says whether `/metrics` is
+/// served here.
 pub fn configure_method_fallbacks(cfg: &mut web::ServiceConfig, metrics: bool) {
-    for (path, allow) in PATHS {
-        if *path == "/metrics" && !metrics {
+    let mut allowed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (path, method) in crate::http::openapi::operations() {
+        allowed.entry(path).or_default().push(method);
+    }
+    for (path, methods) in allowed {
+        if path == "/metrics" && !metrics {
             continue;
         }
-        let allow = *allow;
+        let allow = methods.join(", ");
         cfg.service(
-            web::resource(*path).default_service(web::to(move || async move {
-                let mut response: HttpResponse =
-                    Problem::coded("METHOD_NOT_ALLOWED", "Method not allowed").error_response();
-                response.headers_mut().insert(
-                    actix_web::http::header::ALLOW,
-                    actix_web::http::header::HeaderValue::from_static(allow),
-                );
-                response
+            web::resource(path.as_str()).default_service(web::to(move || {
+                let allow = allow.clone();
+                async move {
+                    let mut response: HttpResponse =
+                        Problem::coded("METHOD_NOT_ALLOWED", "Method not allowed").error_response();
+                    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                        response
+                            .headers_mut()
+                            .insert(actix_web::http::header::ALLOW, v);
+                    }
+                    response
+                }
             })),
         );
     }

@@ -3,6 +3,7 @@
 
 use crate::auth::{Auth, Ctx, TokenForm};
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use actix_web::{web, HttpRequest, HttpResponse};
 use uuid::Uuid;
 
@@ -19,7 +20,8 @@ pub fn ctx(req: &HttpRequest) -> Ctx {
         .and_then(|v| Uuid::parse_str(v).ok());
     let peer = req.peer_addr().map(|a| a.ip());
     Ctx {
-        correlation_id: Uuid::new_v4(),
+        // The one the access log records (crate::http::observe), until the caller's is adopted.
+        correlation_id: crate::http::correlation_id(req),
         client_addr: peer.map(|ip| ip.to_string()),
         peer,
         offered_correlation_id,
@@ -40,6 +42,12 @@ pub fn form_error_handler(
     problem.into()
 }
 
+/// Trades an RFC 7523 client assertion (`private_key_jwt`) for a five-minute access token.
+#[utoipa::path(post, path = "/v1/oauth/token", tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+        description = "`grant_type=client_credentials`, `client_assertion_type`, `client_assertion`; at most 16 KiB"),
+    responses((status = 200, description = "`{ access_token, token_type, expires_in }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 415, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
+///
 /// POST /v1/oauth/token (registered in [`super::auth::configure`] with its form limit).
 pub async fn token(
     auth: web::Data<Auth>,

@@ -7,6 +7,9 @@
 //! The credential must be unexpired and carry role `operator` (401 `CREDENTIAL_EXPIRED`, 403
 //! `ROLE_REQUIRED`; the same check as `/v1/audit/*`, [`crate::audit::routes::credential`]).
 //! With no token configured these endpoints answer 403 OPERATOR_DISABLED.
+//!
+//! Every endpoint here changes state and accepts `Idempotency-Key` ([`crate::http::idempotency`],
+//! optional here: the operator CLI and scripts predate it); answers carry `Mykey-Position`.
 
 use super::oauth::ctx;
 use crate::auth::db::INVALID_VALUE;
@@ -14,9 +17,14 @@ use crate::auth::identity::{Actor, RpStatus};
 use crate::auth::{jws::VerifyKey, Auth, Ctx};
 use crate::codes::ApiCode;
 use crate::errors::Problem;
+use crate::http::idempotency::{Answer, KeyRule};
+use crate::http::openapi::ProblemResponse;
+use crate::http::{attach_principal, Principal};
+use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use mykey_store::EventStore;
+use serde::{Deserialize, Serialize};
 
 /// A CRL body may be large (the national CRL); see [`crate::auth::crl::MAX_CRL_BYTES`].
 pub const MAX_OPERATOR_BODY: usize = crate::auth::crl::MAX_CRL_BYTES;
@@ -37,6 +45,15 @@ fn operator(auth: &Auth, req: &HttpRequest, c: &mut Ctx) -> Result<Actor, Proble
     let operator_id =
         crate::audit::routes::credential(auth, req, &[crate::auth::operators::Role::Operator])?;
     c.adopt_correlation_id();
+    attach_principal(
+        req,
+        Principal {
+            id: operator_id.to_owned(),
+            role: "operator".to_owned(),
+            rp: None,
+        },
+        c.correlation_id,
+    );
     Ok(Actor {
         actor_id: operator_id,
         role: "operator".to_owned(),
@@ -82,9 +99,20 @@ fn audited_rp_id(raw: &str) -> String {
     }
 }
 
-/// POST /v1/operator/crls. Body: the CRL in DER (`application/pkix-crl`).
+/// The log head after a command: at or after the position it wrote, so a read with this
+/// `min_position` sees the command (the write model does not report its own position yet).
+async fn written_position(state: &AppState) -> Result<u64, Problem> {
+    state.store.head().await.map_err(Problem::unavailable)
+}
+
+/// Loads a CA's complete CRL.
+#[utoipa::path(post, path = "/v1/operator/crls", tag = "operator", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
+    request_body(content = Vec<u8>, content_type = "application/pkix-crl", description = "The CRL in DER; at most the national CRL's size"),
+    responses((status = 200, description = "Loaded: the CRL's issuer, entries and newly revoked certificates"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn load_crl(
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
@@ -93,15 +121,38 @@ pub async fn load_crl(
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req, &mut c)?;
         let body: web::Bytes = super::extract_body(&req, payload).await?;
-        Ok(HttpResponse::Ok().json(auth.load_crl(&body, &actor).await?))
+        let (auth, state, actor_ref, body_ref) = (&auth, &state, &actor, &body);
+        state
+            .idempotency
+            .run(
+                &req,
+                KeyRule::Optional,
+                &actor.actor_id,
+                &body,
+                move |_| async move {
+                    let report = auth.load_crl(body_ref, actor_ref).await?;
+                    let report = serde_json::to_value(report).map_err(|_| Problem::internal())?;
+                    Ok(Answer::new(
+                        StatusCode::OK,
+                        report,
+                        Some(written_position(state).await?),
+                    ))
+                },
+            )
+            .await
     }
     .await;
     audited(&auth, &c, "operator.crl", None, result).await
 }
 
-/// POST /v1/operator/renewals. Body: CSV `issuer,old serial,new serial` (`text/csv`).
+/// Imports renewal links.
+#[utoipa::path(post, path = "/v1/operator/renewals", tag = "operator", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
+    request_body(content = String, content_type = "text/csv", description = "`issuer,old serial,new serial` per line, UTF-8"),
+    responses((status = 200, description = "`{ linked, failed: [{ line, code }] }`; per-line codes RENEWAL_LINE_MALFORMED, RENEWAL_SERIAL_MALFORMED, RENEWAL_ISSUER_UNKNOWN"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn import_renewals(
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
@@ -112,35 +163,78 @@ pub async fn import_renewals(
         let body: web::Bytes = super::extract_body(&req, payload).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| Problem::malformed_body().with_detail("CSV must be UTF-8"))?;
-        Ok(HttpResponse::Ok().json(auth.import_renewals(text, &actor).await?))
+        let (auth, state, actor_ref) = (&auth, &state, &actor);
+        state
+            .idempotency
+            .run(
+                &req,
+                KeyRule::Optional,
+                &actor.actor_id,
+                &body,
+                move |_| async move {
+                    let report = auth.import_renewals(text, actor_ref).await?;
+                    let report = serde_json::to_value(report).map_err(|_| Problem::internal())?;
+                    Ok(Answer::new(
+                        StatusCode::OK,
+                        report,
+                        Some(written_position(state).await?),
+                    ))
+                },
+            )
+            .await
     }
     .await;
     audited(&auth, &c, "operator.renewals", None, result).await
 }
 
+/// Rotates the token-signing key.
+#[utoipa::path(post, path = "/v1/operator/signing-keys/rotate", tag = "operator", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
+    responses((status = 200, description = "`{ kid }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/operator/signing-keys/rotate")]
 pub async fn rotate_signing_key(
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
     let mut c = ctx(&req);
     auth.admit(&c, "operator")?;
     let result: Result<HttpResponse, Problem> = async {
-        operator(&auth, &req, &mut c)?;
-        let kid = auth.rotate_signing_key().await?;
-        Ok(HttpResponse::Ok().json(serde_json::json!({ "kid": kid })))
+        let actor = operator(&auth, &req, &mut c)?;
+        let auth_ref = &auth;
+        state
+            .idempotency
+            .run(
+                &req,
+                KeyRule::Optional,
+                &actor.actor_id,
+                b"",
+                move |_| async move {
+                    let kid = auth_ref.rotate_signing_key().await?;
+                    Ok(Answer::new(
+                        StatusCode::OK,
+                        serde_json::json!({ "kid": kid }),
+                        None,
+                    ))
+                },
+            )
+            .await
     }
     .await;
     audited(&auth, &c, "operator.signing_key", None, result).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterRp {
     pub id: String,
+    /// municipality, payment_service_provider, library_system or private_business.
     pub kind: String,
     /// Local government code for municipalities; the operator's code otherwise.
     pub code: String,
     pub name: String,
+    /// The RP's public JWK (EC P-256 or RSA >= 2048 bits, no private members).
+    #[schema(value_type = Object)]
     pub jwk: serde_json::Value,
 }
 
@@ -165,9 +259,21 @@ fn identity_problem(e: crate::auth::identity::IdentityError) -> Problem {
     }
 }
 
+/// The request body as the idempotency check compares it (re-serialised, so whitespace and
+/// key order do not make two identical requests different).
+fn canonical<T: Serialize>(body: &T) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
+}
+
+/// Registers a relying party.
+#[utoipa::path(post, path = "/v1/operator/relying-parties", tag = "operator", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
+    request_body(content = RegisterRp, description = "At most 64 KiB; unknown fields are refused"),
+    responses((status = 201, description = "`{ id, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 415, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/operator/relying-parties")]
 pub async fn register_rp(
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
@@ -178,33 +284,57 @@ pub async fn register_rp(
         let actor = operator(&auth, &req, &mut c)?;
         let body: web::Json<RegisterRp> = super::extract_body(&req, payload).await?;
         rp_id = Some(audited_rp_id(&body.id));
-        check_jwk(&body.jwk)?;
-        auth.identity
-            .register_relying_party(
-                &body.id,
-                &body.kind,
-                &body.code,
-                &body.name,
-                body.jwk.clone(),
-                &actor,
+        let (auth, state, actor_ref, body_ref) = (&auth, &state, &actor, &body);
+        state
+            .idempotency
+            .run(
+                &req,
+                KeyRule::Optional,
+                &actor.actor_id,
+                &canonical(&*body),
+                move |_| async move {
+                    check_jwk(&body_ref.jwk)?;
+                    auth.identity
+                        .register_relying_party(
+                            &body_ref.id,
+                            &body_ref.kind,
+                            &body_ref.code,
+                            &body_ref.name,
+                            body_ref.jwk.clone(),
+                            actor_ref,
+                        )
+                        .await
+                        .map_err(identity_problem)?;
+                    auth.forget_unknown_rp(&body_ref.id);
+                    Ok(Answer::new(
+                        StatusCode::CREATED,
+                        serde_json::json!({ "id": body_ref.id }),
+                        Some(written_position(state).await?),
+                    ))
+                },
             )
             .await
-            .map_err(identity_problem)?;
-        auth.forget_unknown_rp(&body.id);
-        Ok(HttpResponse::Created().json(serde_json::json!({ "id": body.id })))
     }
     .await;
     audited(&auth, &c, "operator.rp_register", rp_id.as_deref(), result).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RotateRpKey {
+    #[schema(value_type = Object)]
     pub jwk: serde_json::Value,
 }
 
+/// Replaces a relying party's public key.
+#[utoipa::path(post, path = "/v1/operator/relying-parties/{id}/key", tag = "operator", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Relying-party id"), ("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
+    request_body(content = RotateRpKey, description = "At most 64 KiB; unknown fields are refused"),
+    responses((status = 204, description = "Rotated (`Mykey-Position` header)"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 415, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/operator/relying-parties/{id}/key")]
 pub async fn rotate_rp_key(
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
@@ -215,20 +345,41 @@ pub async fn rotate_rp_key(
     let result: Result<HttpResponse, Problem> = async {
         let actor = operator(&auth, &req, &mut c)?;
         let body: web::Json<RotateRpKey> = super::extract_body(&req, payload).await?;
-        check_jwk(&body.jwk)?;
-        auth.identity
-            .rotate_relying_party_key(&id, body.jwk.clone(), &actor)
+        let (auth, state, actor_ref, body_ref, id) = (&auth, &state, &actor, &body, &id);
+        state
+            .idempotency
+            .run(
+                &req,
+                KeyRule::Optional,
+                &actor.actor_id,
+                &canonical(&*body),
+                move |_| async move {
+                    check_jwk(&body_ref.jwk)?;
+                    auth.identity
+                        .rotate_relying_party_key(id, body_ref.jwk.clone(), actor_ref)
+                        .await
+                        .map_err(identity_problem)?;
+                    Ok(Answer::empty(
+                        StatusCode::NO_CONTENT,
+                        Some(written_position(state).await?),
+                    ))
+                },
+            )
             .await
-            .map_err(identity_problem)?;
-        Ok(HttpResponse::NoContent().finish())
     }
     .await;
     audited(&auth, &c, "operator.rp_key", Some(rp_id.as_str()), result).await
 }
 
+/// Suspends, resumes or retires a relying party.
+#[utoipa::path(post, path = "/v1/operator/relying-parties/{id}/{action}", tag = "operator", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Relying-party id"),
+        ("action" = String, Path, description = "`suspend`, `resume` or `retire` (another action: 404)"), ("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
+    responses((status = 204, description = "Done (`Mykey-Position` header)"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 429, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 #[post("/v1/operator/relying-parties/{id}/{action}")]
 pub async fn rp_status(
     auth: web::Data<Auth>,
+    state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
@@ -250,11 +401,26 @@ pub async fn rp_status(
                 ))
             }
         };
-        auth.identity
-            .set_relying_party_status(&id, status, &actor)
+        let (auth, state, actor_ref, id) = (&auth, &state, &actor, &id);
+        state
+            .idempotency
+            .run(
+                &req,
+                KeyRule::Optional,
+                &actor.actor_id,
+                b"",
+                move |_| async move {
+                    auth.identity
+                        .set_relying_party_status(id, status, actor_ref)
+                        .await
+                        .map_err(identity_problem)?;
+                    Ok(Answer::empty(
+                        StatusCode::NO_CONTENT,
+                        Some(written_position(state).await?),
+                    ))
+                },
+            )
             .await
-            .map_err(identity_problem)?;
-        Ok(HttpResponse::NoContent().finish())
     }
     .await;
     audited(

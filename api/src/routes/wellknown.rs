@@ -3,6 +3,8 @@
 use crate::auth::{Auth, ACR_KAZASHI, ACR_PIN};
 use actix_web::{get, web, HttpResponse};
 
+/// OpenID Provider metadata.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oauth", responses((status = 200, description = "OpenID Provider metadata")))]
 #[get("/.well-known/openid-configuration")]
 pub async fn openid_configuration(auth: web::Data<Auth>) -> HttpResponse {
     let iss = &auth.settings.issuer;
@@ -20,6 +22,8 @@ pub async fn openid_configuration(auth: web::Data<Auth>) -> HttpResponse {
     }))
 }
 
+/// The platform's public token-signing keys.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oauth", responses((status = 200, description = "JWK set")))]
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(auth: web::Data<Auth>) -> HttpResponse {
     HttpResponse::Ok()

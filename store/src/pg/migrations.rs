@@ -75,6 +75,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0200_audit_checkpoints",
         sql: include_str!("../../migrations/0200_audit_checkpoints.sql"),
     },
+    // 0400–0409: the HTTP doors' shared layer (api/src/http).
+    Migration {
+        version: 400,
+        name: "0400_doors_core",
+        sql: include_str!("../../migrations/0400_doors_core.sql"),
+    },
 ];
 
 /// Advisory lock key (transaction scope) serialising migration runs across servers. Distinct
