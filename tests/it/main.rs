@@ -3,11 +3,12 @@
 mod auth;
 mod auth_hardening;
 mod commands;
+mod doors_operator;
 mod login_b;
 mod pki;
 mod projections;
 mod read_models;
-mod reports;
 mod replay;
+mod reports;
 mod server;
 mod store;

@@ -11,6 +11,7 @@ use super::{bad_query, caller};
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,6 +75,7 @@ pub fn event_json(e: &EventEnvelope) -> Value {
 }
 
 /// GET /v1/audit/streams/{stream_id}/events. An unknown (or malformed) stream id is 404.
+#[utoipa::path(get, path = "/v1/audit/streams/{stream_id}/events", tag = "audit", security(("bearer" = [])), params(("stream_id" = String, Path, description = "e.g. ppid-…, subject-…, application-…"), ("limit" = Option<u32>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "`{ items, next_cursor }`: events in version order with actor, role, command, correlation, causation and patch ids; `compensating` marks events a data patch appended"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn stream_events(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -108,6 +110,7 @@ pub async fn stream_events(
 }
 
 /// GET /v1/audit/log/head → `{ position, hash }` (position 0 and no hash for an empty log).
+#[utoipa::path(get, path = "/v1/audit/log/head", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "`{ position, hash }`: the head position and its hash-chain hash (null for an empty log)"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn log_head(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,

@@ -6,6 +6,7 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, RE
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -76,6 +77,7 @@ fn answer(id: &NoticeId, version: u64) -> serde_json::Value {
 
 /// POST /v1/operator/notices → 201: `id` and the [`Details`] fields. `#[serde(flatten)]`
 /// cannot refuse unknown fields, so `id` is taken off the object and the rest read strictly.
+#[utoipa::path(post, path = "/v1/operator/notices", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer")), request_body(content_type = "application/json", description = "`{ id, start, end, affected_services, message_ja, message_en }`; at most 16 KiB"), responses((status = 201, description = "`{ id, version, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn schedule(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -107,6 +109,7 @@ pub async fn schedule(
 }
 
 /// POST /v1/operator/notices/{id}/{update|cancel}.
+#[utoipa::path(post, path = "/v1/operator/notices/{id}/{action}", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer"), ("id" = String, Path, description = "The resource id"), ("action" = String, Path, description = "update (body: the notice without id) or cancel (`{ reason }`)")), request_body(content_type = "application/json", description = "Per action"), responses((status = 200, description = "`{ id, version, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn act(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -147,6 +150,7 @@ pub async fn act(
 }
 
 /// GET /v1/operator/notices?when=current|past|all&limit=&cursor=&min_position=
+#[utoipa::path(get, path = "/v1/operator/notices", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("limit" = Option<u32>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("when" = Option<String>, Query, description = "current (default), past or all")), responses((status = 200, description = "`{ items, next_cursor, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn list(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -171,6 +175,7 @@ pub async fn list(
 }
 
 /// GET /v1/operator/notices/{id}
+#[utoipa::path(get, path = "/v1/operator/notices/{id}", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("id" = String, Path, description = "The resource id")), responses((status = 200, description = "The notice and `position`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn get(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,

@@ -9,6 +9,7 @@ use super::{body, caller, command_problem, commands, read_body, run, READERS};
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -204,6 +205,7 @@ fn patch_id(raw: &str) -> Result<Uuid, Problem> {
 }
 
 /// POST /v1/operator/patches → 201 `{ patch_id, position }`.
+#[utoipa::path(post, path = "/v1/operator/patches", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer")), request_body(content_type = "application/json", description = "`{ ticket_id, reason, targets: [stream id], actions: [{ kind: invalidate_ppid | unlink_payment_service | correct_review_outcome, ... }] }`; at most 20 actions"), responses((status = 201, description = "`{ patch_id, version, position }`; the patch id is the Idempotency-Key's command id"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn request(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -230,6 +232,7 @@ pub async fn request(
 }
 
 /// POST /v1/operator/patches/{id}/{dry-run|approve|reject|apply}.
+#[utoipa::path(post, path = "/v1/operator/patches/{id}/{action}", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer"), ("id" = String, Path, description = "The resource id"), ("action" = String, Path, description = "dry-run and apply (role operator); approve and reject (role approver, reject needs `{ reason }`); approval by the requester or dry-runner is 403 PATCH_SELF_APPROVAL; a target moved since the dry-run is 409 PATCH_TARGET_MOVED")), request_body(content_type = "application/json", description = "`{}` or `{ reason }`"), responses((status = 200, description = "`{ patch_id, status, version, appended, position }`; dry-run adds `plan`: per stream the expected version and the exact events apply will append"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn act(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -351,6 +354,7 @@ async fn get_as(
 }
 
 /// GET /v1/operator/patches?status=&limit=&cursor=&min_position=
+#[utoipa::path(get, path = "/v1/operator/patches", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("limit" = Option<u32>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("status" = Option<String>, Query, description = "requested, dry_run, approved, applied, rejected or expired")), responses((status = 200, description = "`{ items, next_cursor, position }`: patches by id"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn list(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -360,6 +364,7 @@ pub async fn list(
 }
 
 /// GET /v1/operator/patches/{id}: the patch, its workflow steps and the events it appended.
+#[utoipa::path(get, path = "/v1/operator/patches/{id}", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("id" = String, Path, description = "The resource id")), responses((status = 200, description = "`{ patch, steps, effects, position }`: the patch, its workflow history and the events it appended"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn get(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -370,6 +375,7 @@ pub async fn get(
 }
 
 /// GET /v1/audit/patches (role auditor).
+#[utoipa::path(get, path = "/v1/audit/patches", tag = "audit", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("limit" = Option<u32>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("status" = Option<String>, Query, description = "as /v1/operator/patches")), responses((status = 200, description = "As /v1/operator/patches, role auditor"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn list_audit(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -379,6 +385,7 @@ pub async fn list_audit(
 }
 
 /// GET /v1/audit/patches/{id} (role auditor).
+#[utoipa::path(get, path = "/v1/audit/patches/{id}", tag = "audit", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("id" = String, Path, description = "The resource id")), responses((status = 200, description = "As /v1/operator/patches/{id}, role auditor"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn get_audit(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,

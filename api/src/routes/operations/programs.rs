@@ -5,6 +5,7 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, Ca
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -63,6 +64,7 @@ fn program_id(raw: &str) -> Result<ProgramId, Problem> {
 }
 
 /// POST /v1/operator/programs → 201.
+#[utoipa::path(post, path = "/v1/operator/programs", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer")), request_body(content_type = "application/json", description = "`{ id, municipality, name, period_start, period_end }` (RFC 3339); at most 16 KiB"), responses((status = 201, description = "`{ id, version, appended, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn create(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -99,6 +101,7 @@ pub async fn create(
 }
 
 /// POST /v1/operator/programs/{id}/{extend|pause|resume|close}.
+#[utoipa::path(post, path = "/v1/operator/programs/{id}/{action}", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer"), ("id" = String, Path, description = "The resource id"), ("action" = String, Path, description = "extend (body `{ new_end }`), pause (`{ reason }`), resume, close")), request_body(content_type = "application/json", description = "Per action; unknown fields refused"), responses((status = 200, description = "`{ id, version, appended, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn act(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -145,6 +148,7 @@ pub async fn act(
 }
 
 /// GET /v1/operator/programs?municipality=&status=&limit=&cursor=&min_position=
+#[utoipa::path(get, path = "/v1/operator/programs", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("limit" = Option<u32>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("municipality" = Option<String>, Query, description = "relying-party id"), ("status" = Option<String>, Query, description = "open, paused or closed")), responses((status = 200, description = "`{ items, next_cursor, position }`: programs by id"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn list(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -177,6 +181,7 @@ pub async fn list(
 }
 
 /// GET /v1/operator/programs/{id}
+#[utoipa::path(get, path = "/v1/operator/programs/{id}", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("id" = String, Path, description = "The resource id")), responses((status = 200, description = "The program and `position`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn get(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,

@@ -6,6 +6,7 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, RE
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -60,6 +61,7 @@ fn answer(id: &TestCardId, version: u64) -> serde_json::Value {
 }
 
 /// POST /v1/operator/test-cards → 201.
+#[utoipa::path(post, path = "/v1/operator/test-cards", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer")), request_body(content_type = "application/json", description = "`{ id, label }`"), responses((status = 201, description = "`{ id, version, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn register(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -84,6 +86,7 @@ pub async fn register(
 }
 
 /// POST /v1/operator/test-cards/{id}/{lend|return|inventory-check|report-lost}.
+#[utoipa::path(post, path = "/v1/operator/test-cards/{id}/{action}", tag = "operator", security(("bearer" = [])), params(("Idempotency-Key" = String, Header, description = "Required: a UUID; a retry with the same key and request gets the first answer"), ("id" = String, Path, description = "The resource id"), ("action" = String, Path, description = "lend (`{ borrower_kind: vendor|municipality, borrower_name }`), return, inventory-check, report-lost (`{ note }`)")), request_body(content_type = "application/json", description = "Per action"), responses((status = 200, description = "`{ id, version, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 409, response = ProblemResponse), (status = 413, response = ProblemResponse), (status = 422, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn act(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -140,6 +143,7 @@ pub async fn act(
 }
 
 /// GET /v1/operator/test-cards?status=&limit=&cursor=&min_position=
+#[utoipa::path(get, path = "/v1/operator/test-cards", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("limit" = Option<u32>, Query, description = "1..=500, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("status" = Option<String>, Query, description = "in_stock, lent or lost")), responses((status = 200, description = "`{ items, next_cursor, position }`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn list(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
@@ -163,6 +167,7 @@ pub async fn list(
 }
 
 /// GET /v1/operator/test-cards/{id}
+#[utoipa::path(get, path = "/v1/operator/test-cards/{id}", tag = "operator", security(("bearer" = [])), params(("min_position" = Option<u64>, Query, description = "Wait (at most 2 s) until the read model reached this position"), ("id" = String, Path, description = "The resource id")), responses((status = 200, description = "The card and `position`"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 404, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
 pub async fn get(
     auth: web::Data<Auth>,
     state: web::Data<AppState>,
