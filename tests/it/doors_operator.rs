@@ -71,13 +71,22 @@ async fn start() -> Door {
     let store = PgEventStore::connect(db.config(), PgStoreOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    Door {
+    let door = Door {
         base,
         http: reqwest::Client::new(),
         tokens,
         cmds: Commands::new(store),
         db,
+    };
+    // The read models answer 503 until the runner has attached their schemas.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for model in ["patches", "programs", "notices", "test-cards"] {
+        while door.get("erin", &format!("/v1/operator/{model}")).await.0 == 503 {
+            assert!(std::time::Instant::now() < deadline, "{model} never served");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
+    door
 }
 
 async fn answer(resp: reqwest::Response) -> (u16, Value) {
