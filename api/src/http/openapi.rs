@@ -61,6 +61,7 @@ use utoipa::OpenApi;
         crate::routes::operations::test_cards::get,
         crate::routes::operations::audit_history::stream_events,
         crate::routes::operations::audit_history::log_head,
+        crate::routes::operations::audit_history::access_log,
     ),
     components(responses(ProblemResponse)),
     modifiers(&Components)

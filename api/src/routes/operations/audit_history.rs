@@ -26,7 +26,62 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/audit/streams/{stream_id}/events").route(web::get().to(stream_events)),
     )
-    .service(web::resource("/v1/audit/log/head").route(web::get().to(log_head)));
+    .service(web::resource("/v1/audit/log/head").route(web::get().to(log_head)))
+    .service(web::resource("/v1/audit/access-log").route(web::get().to(access_log)));
+}
+
+/// Longest time range one access-log export over HTTP covers (the answer is built in memory;
+/// longer ranges are exported in several requests or with the CLI).
+pub const MAX_EXPORT_DAYS: i64 = 7;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogQuery {
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    pub principal: Option<String>,
+    /// `csv` (default) or `ndjson`.
+    pub format: Option<String>,
+}
+
+/// GET /v1/audit/access-log?from=&to=&principal=&format=csv|ndjson (role auditor): the
+/// access log's records with `from <= at < to`, oldest first
+/// ([`crate::http::access_log::export`]).
+#[utoipa::path(get, path = "/v1/audit/access-log", tag = "audit", security(("bearer" = [])),
+    params(("from" = String, Query, description = "RFC 3339, inclusive"), ("to" = String, Query, description = "RFC 3339, exclusive; at most 7 days after from"), ("principal" = Option<String>, Query, description = "Only this principal's requests"), ("format" = Option<String>, Query, description = "csv (default, `text/csv; header=present`) or ndjson")),
+    responses((status = 200, description = "The records: time, principal, role, RP, route template, method, status, latency, correlation id"), (status = 400, response = ProblemResponse), (status = 401, response = ProblemResponse), (status = 403, response = ProblemResponse), (status = 503, response = ProblemResponse)))]
+pub async fn access_log(
+    auth: web::Data<Auth>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    use crate::http::access_log::{export, ExportFilter, ExportFormat};
+    caller(&auth, &req, &[Role::Auditor])?;
+    let q: AccessLogQuery = super::query(&req)?;
+    if q.to <= q.from || q.to - q.from > chrono::Duration::days(MAX_EXPORT_DAYS) {
+        return Err(bad_query(&format!(
+            "to must be after from, by at most {MAX_EXPORT_DAYS} days"
+        )));
+    }
+    let format = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => ExportFormat::Csv,
+        "ndjson" => ExportFormat::Ndjson,
+        _ => return Err(bad_query("format must be csv or ndjson")),
+    };
+    let filter = ExportFilter {
+        from: q.from,
+        to: q.to,
+        principal: q.principal,
+    };
+    let client = super::client(&state).await?;
+    let pg: &tokio_postgres::Client = &client;
+    let mut out = Vec::new();
+    export(pg, &filter, format, &mut out)
+        .await
+        .map_err(Problem::unavailable)?;
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .body(out))
 }
 
 #[derive(Debug, Deserialize)]
