@@ -138,12 +138,18 @@ api_codes! {
     CERTIFICATE_ALREADY_RENEWED = 409,
     SUBJECT_NOT_FOUND = 404,
     PPID_ALREADY_ISSUED = 409,
-    // the RP, provider and citizen doors (api/src/routes/rp.rs, provider.rs)
+    // the operator door (api/src/routes/operations) and the RP, provider and citizen doors
+    // (api/src/routes/rp.rs, provider.rs): write-model refusals they can cause
     PPID_NOT_FOUND = 404,
     PPID_ALREADY_REVOKED = 409,
     PPID_ALREADY_INVALIDATED = 409,
     APPLICATION_NOT_FOUND = 404,
+    ONLY_BY_DATA_PATCH = 409,
     RP_WRONG_KIND = 403,
+    PROGRAM_ALREADY_EXISTS = 409,
+    PROGRAM_NOT_PAUSED = 409,
+    PROGRAM_CLOSED = 409,
+    INVALID_PERIOD = 400,
     PROGRAM_NOT_FOUND = 404,
     PROGRAM_PAUSED = 409,
     ALREADY_REVIEWED = 409,
@@ -154,6 +160,30 @@ api_codes! {
     PAYMENT_SERVICE_NOT_LINKED = 409,
     NO_REVERSAL_OWED = 409,
     REVERSAL_EXCEEDS_OWED = 409,
+    SAME_OUTCOME = 409,
+    PATCH_ALREADY_REQUESTED = 409,
+    PATCH_NOT_FOUND = 404,
+    PATCH_NOT_DRY_RUN = 409,
+    PATCH_NOT_APPROVED = 409,
+    /// Four eyes: the requester or the dry-runner may not approve their own patch.
+    PATCH_SELF_APPROVAL = 403,
+    PATCH_CLOSED = 409,
+    PATCH_EXPIRED = 409,
+    PATCH_NOT_EXPIRED = 409,
+    PATCH_EMPTY = 400,
+    PATCH_TARGET_NOT_DECLARED = 400,
+    /// A target stream moved since the dry-run: dry-run again and have it re-approved.
+    PATCH_TARGET_MOVED = 409,
+    NOTICE_ALREADY_SCHEDULED = 409,
+    NOTICE_NOT_FOUND = 404,
+    NOTICE_CANCELLED = 409,
+    MAINTENANCE_END_BEFORE_START = 400,
+    MAINTENANCE_IN_PAST = 400,
+    CARD_ALREADY_REGISTERED = 409,
+    CARD_NOT_FOUND = 404,
+    CARD_ALREADY_LENT = 409,
+    CARD_NOT_LENT = 409,
+    CARD_LOST = 409,
 }
 
 /// The status of a write-model code not listed above, by its kind.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod errors;
 pub mod http;
 pub mod local_pg;
+pub mod patch_expiry;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -159,6 +159,10 @@ impl Application {
             read_models: Arc::new(projections.clone()),
             read_pool: http_pool,
         });
+        crate::patch_expiry::spawn(
+            state.get_ref().clone(),
+            crate::patch_expiry::interval_from_env(),
+        );
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -188,6 +192,7 @@ impl Application {
                 .service(routes::health::readyz)
                 .service(crate::http::openapi::serve)
                 .configure(routes::auth::configure)
+                .configure(routes::operations::configure)
                 .configure(crate::audit::routes::configure)
                 .configure(routes::rp::configure)
                 .configure(routes::provider::configure)

@@ -5,6 +5,7 @@ mod auth_hardening;
 mod commands;
 mod doors_core;
 mod doors_fuzz;
+mod doors_operator;
 mod doors_rp;
 mod kafka;
 mod login_b;

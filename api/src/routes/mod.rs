@@ -4,6 +4,7 @@ pub mod auth;
 pub mod health;
 pub mod ical;
 pub mod oauth;
+pub mod operations;
 pub mod operator;
 pub mod provider;
 pub mod rp;

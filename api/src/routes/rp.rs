@@ -14,7 +14,7 @@
 use super::oauth::ctx;
 use crate::auth::{Auth, Ctx};
 use crate::errors::Problem;
-use crate::http::consistency::{positioned, Behind, ReadModelClock};
+use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::openapi::ProblemResponse;
 use crate::http::{attach_principal, Principal};
@@ -28,7 +28,6 @@ use mykey_domain::{Ppid, ProgramId, RelyingPartyId, Role, SubjectId};
 use mykey_projections::models::programs::{ApplicationFilter, ApplicationStatus, ApplicationView};
 use mykey_projections::models::{notices, ppids, PageRequest, QueryError};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// Read models this door reads (projection names).
 pub(super) const PPIDS: &str = "ppids";
@@ -76,35 +75,6 @@ pub(super) fn rp_meta(rp: &RelyingPartyId, c: &Ctx, command_id: uuid::Uuid) -> C
     }
 }
 
-/// The projection runner as the read-your-writes clock of [`crate::http::consistency`].
-#[derive(Debug)]
-pub(super) struct ProjectionsClock<'a>(pub &'a mykey_projections::Projections);
-
-#[async_trait::async_trait]
-impl ReadModelClock for ProjectionsClock<'_> {
-    async fn position(&self, projection: &str) -> u64 {
-        self.0
-            .statuses()
-            .into_iter()
-            .find(|s| s.name == projection)
-            .map_or(0, |s| s.position)
-    }
-
-    async fn wait_for(
-        &self,
-        projection: &str,
-        position: u64,
-        timeout: Duration,
-    ) -> Result<u64, Behind> {
-        match self.0.wait_for(projection, position, timeout).await {
-            Ok(at) => Ok(at),
-            Err(_) => Err(Behind {
-                at: self.position(projection).await,
-            }),
-        }
-    }
-}
-
 /// A read of `projection`: waits for the request's `min_position`, then gives the schema to
 /// query, the position the answer reflects and a connection.
 pub(super) async fn read(
@@ -113,8 +83,7 @@ pub(super) async fn read(
     projection: &str,
 ) -> Result<(std::sync::Arc<str>, u64, deadpool_postgres::Object), Problem> {
     let position =
-        crate::http::consistency::read_at(&ProjectionsClock(&state.projections), projection, req)
-            .await?;
+        crate::http::consistency::read_at(state.read_models.as_ref(), projection, req).await?;
     let schema = state
         .projections
         .active_schema(projection)
