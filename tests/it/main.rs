@@ -9,5 +9,6 @@ mod projections;
 mod read_models;
 mod reports;
 mod replay;
+mod replay_projections;
 mod server;
 mod store;
