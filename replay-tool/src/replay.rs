@@ -170,15 +170,22 @@ pub async fn replay(args: &ReplayArgs) -> Result<Replayed, ToolError> {
     }
     let client = scratch::connect(&args.database_url).await?;
     scratch::check_free(&client, &schema).await?;
+    // The log's range is settled before anything is created (and before the session's
+    // search_path names the scratch schema only).
+    let db_source = match &args.file {
+        None => Some(db_target(&client, args).await?),
+        Some(_) => None,
+    };
     let source = match &args.file {
         Some(f) => f.display().to_string(),
         None => "PostgreSQL".to_owned(),
     };
     let mut applier = Applier::create(client, projection, schema.clone(), &source).await?;
     let started = Instant::now();
-    let result = match &args.file {
-        None => from_db(args, &mut applier).await.map(|()| None),
-        Some(f) => from_file(f, args, &mut applier).await,
+    let result = match (db_source, &args.file) {
+        (Some((db, target)), _) => from_db(&db, target, &mut applier).await.map(|()| None),
+        (None, Some(f)) => from_file(f, args, &mut applier).await,
+        (None, None) => Ok(None),
     };
     let broken = match result {
         Ok(broken) => broken,
@@ -215,8 +222,9 @@ pub async fn replay(args: &ReplayArgs) -> Result<Replayed, ToolError> {
     }))
 }
 
-/// From the log in PostgreSQL: the target position, then keyset pages up to it.
-async fn from_db(args: &ReplayArgs, applier: &mut Applier) -> Result<(), ToolError> {
+/// The log to read and the last position to replay: `--to-position`, the last event
+/// recorded at or before `--as-of`, or the head.
+async fn db_target(client: &Client, args: &ReplayArgs) -> Result<(Arc<Db>, u64), ToolError> {
     let db = Db::connect(&args.database_url).await?;
     let head = db.head().await?;
     let target = match (args.to_position, args.as_of) {
@@ -229,8 +237,7 @@ async fn from_db(args: &ReplayArgs, applier: &mut Applier) -> Result<(), ToolErr
         // recorded_at never decreases along the log (the writer takes the later of the
         // clock and the tail's time), so this is a prefix of the log.
         (None, Some(t)) => {
-            let row = applier
-                .client
+            let row = client
                 .query_one(
                     "SELECT coalesce(max(global_position), 0) FROM events WHERE recorded_at <= $1",
                     &[&t],
@@ -241,6 +248,11 @@ async fn from_db(args: &ReplayArgs, applier: &mut Applier) -> Result<(), ToolErr
         }
         (None, None) => head,
     };
+    Ok((db, target))
+}
+
+/// From the log in PostgreSQL: keyset pages up to `target`.
+async fn from_db(db: &Arc<Db>, target: u64, applier: &mut Applier) -> Result<(), ToolError> {
     let mut progress = Progress::new("replay", Some(target), Unit::Events);
     if target > 0 {
         let mut pages = db.pages(Selection {
