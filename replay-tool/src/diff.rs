@@ -192,6 +192,9 @@ pub async fn diff(args: &DiffArgs) -> Result<DiffReport, ToolError> {
             (row.schema, Some(row.position))
         }
     };
+    if args.live_schema.is_some() {
+        scratch::check_exists(&client, &live_schema).await?;
+    }
     if live_schema == args.schema {
         return Err(ToolError::Usage(
             "--live-schema names the replay's own schema".into(),

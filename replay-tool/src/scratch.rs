@@ -150,6 +150,21 @@ pub async fn check_free<C: GenericClient + Sync>(
     Ok(())
 }
 
+/// A usage error unless `schema` exists.
+pub async fn check_exists<C: GenericClient + Sync>(
+    client: &C,
+    schema: &str,
+) -> Result<(), ToolError> {
+    match client
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .map_err(pg_err)?
+    {
+        Some(_) => Ok(()),
+        None => Err(ToolError::Usage(format!("no schema named {schema:?}"))),
+    }
+}
+
 /// Writes `marker` as the schema's comment.
 pub async fn mark<C: GenericClient + Sync>(
     client: &C,

@@ -388,6 +388,18 @@ async fn diff_reports_rows_edited_by_hand_in_the_live_table() {
         .find(|r| r["change"] == "only_in_replay")
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(gone["key"]["ppid"], deleted.as_str());
+    // A --live-schema that does not exist is a usage error, not "everything differs".
+    let (outcome, _) = cli(&[
+        "diff",
+        "--database-url",
+        &url,
+        "--schema",
+        "replay_d",
+        "--live-schema",
+        "no_such_live",
+    ])
+    .await;
+    assert!(matches!(outcome, Err(ToolError::Usage(_))), "{outcome:?}");
     // Human output names the table and the change.
     let (_, text) = cli(&["diff", "--database-url", &url, "--schema", "replay_d"]).await;
     assert!(
