@@ -261,6 +261,28 @@ async fn replay_from_a_verified_export_equals_replay_from_postgres() {
             );
         }
     }
+    // --as-of from the file stops where it stops in PostgreSQL.
+    let at_mid: chrono::DateTime<chrono::Utc> = client
+        .query_one(
+            "SELECT recorded_at FROM events WHERE global_position = $1",
+            &[&i64::try_from(mid).unwrap_or(0)],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut from_db = args(&db, "ppids", "replay_asof_db");
+    from_db.as_of = Some(at_mid);
+    let mut from_file = args(&db, "ppids", "replay_asof_file");
+    from_file.as_of = Some(at_mid);
+    from_file.file = Some(file.clone());
+    let a = replay(&from_db).await;
+    let b = replay(&from_file).await;
+    assert!(a.position >= mid && a.position < head, "{a:?}");
+    assert_eq!(b.position, a.position);
+    assert_eq!(
+        dump(&client, &a.schema).await,
+        dump(&client, &b.schema).await
+    );
     // Edit one event's payload in a copy (its manifest beside it): the replay stops there.
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}"));
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
