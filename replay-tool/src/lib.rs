@@ -21,6 +21,7 @@
 // Test code may unwrap: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod applier;
 pub mod db;
 pub mod diff;
 pub mod export;

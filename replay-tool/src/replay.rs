@@ -4,7 +4,7 @@
 //!
 //! Rows are written the way the runner writes them: `exec::create_schema` makes the tables,
 //! the projection's pure `apply` describes each event's changes, and the runner's
-//! [`Executor`] runs them pipelined, one transaction per batch of [`BATCH_EVENTS`]. Only the
+//! `exec::Executor` runs them pipelined, one transaction per batch of [`BATCH_EVENTS`]. Only the
 //! projection's categories are decoded, as in the runner. Live tables are never written: the
 //! scratch schema's name is checked against the runner's registry, and the session's
 //! `search_path` names only the scratch schema.
@@ -14,17 +14,17 @@
 //! with the verify error and the scratch schema is dropped. Signatures (manifest checkpoint,
 //! saved checkpoints) are `verify`'s job.
 
+use crate::applier::Applier;
 use crate::db::{Db, Selection};
 use crate::manifest::{Manifest, FORMAT};
 use crate::pipeline;
 use crate::progress::{Progress, Unit};
-use crate::scratch::{self, pg_err, Marker, TableCount};
+use crate::scratch::{self, pg_err, TableCount};
 use crate::{emit, Outcome, ToolError};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use mykey_projections::exec::{create_schema, Executor};
-use mykey_projections::{Change, Projection, Recorded};
-use mykey_schemas::{decode_any, EventEnvelope};
+use mykey_projections::Projection;
+use mykey_schemas::EventEnvelope;
 use mykey_store::verify::ChainChecker;
 use serde::Serialize;
 use std::io::{BufReader, Write};
@@ -386,126 +386,4 @@ fn read_manifest(file: &Path) -> Result<Option<Manifest>, ToolError> {
         )));
     }
     Ok(Some(m))
-}
-
-/// Fills the scratch schema: the runner's executor, one transaction per batch.
-struct Applier {
-    client: Client,
-    executor: Executor,
-    projection: Arc<dyn Projection>,
-    schema: String,
-    marker: Marker,
-    changes: Vec<Change>,
-    /// For each change, the position of the event it came from (error reports).
-    owners: Vec<u64>,
-    position: u64,
-    read: u64,
-    applied: u64,
-}
-
-impl Applier {
-    /// Creates the schema and its tables and marks it as a replay's (incomplete yet).
-    async fn create(
-        mut client: Client,
-        projection: Arc<dyn Projection>,
-        schema: String,
-        source: &str,
-    ) -> Result<Applier, ToolError> {
-        let marker = Marker::new(projection.name(), projection.version(), source);
-        let tx = client.transaction().await.map_err(pg_err)?;
-        create_schema(&tx, &schema, &*projection)
-            .await
-            .map_err(pg_err)?;
-        scratch::mark(&tx, &schema, &marker).await?;
-        tx.commit().await.map_err(pg_err)?;
-        // Statements are prepared outside the batch transactions and name tables unqualified.
-        client
-            .batch_execute(&format!("SET search_path TO {schema}"))
-            .await
-            .map_err(pg_err)?;
-        Ok(Applier {
-            client,
-            executor: Executor::new(),
-            projection,
-            schema,
-            marker,
-            changes: Vec::new(),
-            owners: Vec::new(),
-            position: 0,
-            read: 0,
-            applied: 0,
-        })
-    }
-
-    /// Applies consecutive events (the next after `position`) in one transaction.
-    async fn apply(&mut self, events: &[EventEnvelope]) -> Result<(), ToolError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        self.changes.clear();
-        self.owners.clear();
-        self.changes.push(Change::new("BEGIN", vec![]));
-        let categories = self.projection.categories();
-        let mut applied = 0;
-        for (i, envelope) in events.iter().enumerate() {
-            if envelope.global_position != self.position + 1 + i as u64 {
-                return Err(ToolError::Db(format!(
-                    "the source skipped from position {} to {}",
-                    self.position + i as u64,
-                    envelope.global_position
-                )));
-            }
-            if !categories.contains(&envelope.stream_id.category()) {
-                continue;
-            }
-            let poison = |error: String| {
-                ToolError::Apply(format!(
-                    "{} cannot apply the event at position {} ({}): {error}",
-                    self.projection.name(),
-                    envelope.global_position,
-                    envelope.event_type
-                ))
-            };
-            let event = decode_any(envelope).map_err(|e| poison(e.to_string()))?;
-            self.projection
-                .apply(
-                    Recorded {
-                        envelope,
-                        event: &event,
-                    },
-                    &mut self.changes,
-                )
-                .map_err(|e| poison(e.to_string()))?;
-            applied += 1;
-            let owned = self.changes.len() - 1 - self.owners.len();
-            self.owners
-                .extend(std::iter::repeat_n(envelope.global_position, owned));
-        }
-        self.changes.push(Change::new("COMMIT", vec![]));
-        if let Err(e) = self.executor.run(&self.client, &self.changes).await {
-            // The pipeline stopped at the error: COMMIT may not have been sent.
-            let _ = self.client.batch_execute("ROLLBACK").await;
-            let at = e
-                .index
-                .checked_sub(1)
-                .and_then(|i| self.owners.get(i))
-                .map(|p| format!(" at position {p}"))
-                .unwrap_or_default();
-            return Err(ToolError::Apply(format!(
-                "{}{at}: {}",
-                self.projection.name(),
-                pg_err(e.source)
-            )));
-        }
-        self.position = last.global_position;
-        self.read += events.len() as u64;
-        self.applied += applied;
-        Ok(())
-    }
-
-    /// Best effort: a failed replay leaves no half-filled schema behind.
-    async fn abandon(&self) {
-        let _ = self.client.batch_execute("ROLLBACK").await;
-        let _ = scratch::drop_schema(&self.client, &self.schema).await;
-    }
 }
