@@ -12,8 +12,9 @@
 //!   removes such a schema.
 //! - `diff` — compares a replayed projection with the live one, row by row ([`diff`]).
 //!
-//! Exit codes: 0 verified / done, 1 the log or export does not verify, 2 bad arguments or an
-//! input that cannot be read (database down, file missing).
+//! Exit codes: 0 verified / done / equal, 1 the log or export does not verify (or `diff`
+//! found differences), 2 bad arguments, an input that cannot be read (database down, file
+//! missing) or an event the projection cannot apply.
 //!
 //! The tool reads the log only: that session is read-only and it applies no migrations.
 //! `replay` writes only into the scratch schema it creates (and `drop` only removes those).
