@@ -7,23 +7,32 @@
 //!   the manifest and against saved checkpoint notes, and names the first position where it
 //!   breaks and how. Constant memory: files are streamed, the database is paged.
 //! - `history` — one stream's events as a timeline, compensating events marked.
-//! - `replay`, `diff` — not yet: they need the projection runner.
+//! - `replay` — rebuilds a projection (the server's own code) as of a position or a time into
+//!   a scratch schema, from PostgreSQL or from an export ([`replay`], [`scratch`]); `drop`
+//!   removes such a schema.
+//! - `diff` — compares a replayed projection with the live one, row by row ([`diff`]).
 //!
-//! Exit codes: 0 verified / done, 1 the log or export does not verify, 2 bad arguments or an
-//! input that cannot be read (database down, file missing).
+//! Exit codes: 0 verified / done / equal, 1 the log or export does not verify (or `diff`
+//! found differences), 2 bad arguments, an input that cannot be read (database down, file
+//! missing) or an event the projection cannot apply.
 //!
-//! The tool reads only: its database session is read-only and it applies no migrations.
+//! The tool reads the log only: that session is read-only and it applies no migrations.
+//! `replay` writes only into the scratch schema it creates (and `drop` only removes those).
 
 // Test code may unwrap: a panic is the failure report there.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod applier;
 pub mod db;
+pub mod diff;
 pub mod export;
 pub mod history;
 pub mod manifest;
 pub mod ndjson;
 pub mod pipeline;
 pub mod progress;
+pub mod replay;
+pub mod scratch;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -34,7 +43,7 @@ use std::process::ExitCode;
 #[command(
     name = "mykey-replay",
     version,
-    about = "Export the MyKey event log, verify it against signed checkpoints, read a stream's history."
+    about = "Export the MyKey event log, verify it against signed checkpoints, read a stream's history, replay and diff read models."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,16 +58,12 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// One stream's events as a readable timeline (or JSON).
     History(history::HistoryArgs),
-    /// Not built yet: rebuild a projection as of a position or time.
-    Replay {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
-    },
-    /// Not built yet: compare a replayed projection with the live one.
-    Diff {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
-    },
+    /// Rebuild a projection as of a position or time into a scratch schema.
+    Replay(replay::ReplayArgs),
+    /// Compare a replayed projection with the live one; exit 1 when they differ.
+    Diff(diff::DiffArgs),
+    /// Drop a scratch schema made by `replay`.
+    Drop(scratch::DropArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +80,10 @@ pub enum ToolError {
     /// A stored row the envelope cannot hold (hand-edited beyond what the hash can report).
     #[error("the row at position {position} is unreadable: {reason}")]
     CorruptRow { position: u64, reason: String },
-    #[error("{0} is not built yet: it needs the projection runner (issue 11); export, verify and history work today")]
-    NotYet(&'static str),
+    /// The projection cannot apply an event of the source (the server's runner would stop
+    /// there too).
+    #[error("replay stopped: {0}")]
+    Apply(String),
 }
 
 impl ToolError {
@@ -111,8 +118,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, ToolError> {
         Command::Export(a) => export::run(&a, out).await,
         Command::Verify(a) => verify::run(&a, out).await.map(|v| v.outcome()),
         Command::History(a) => history::run(&a, out).await,
-        Command::Replay { .. } => Err(ToolError::NotYet("replay")),
-        Command::Diff { .. } => Err(ToolError::NotYet("diff")),
+        Command::Replay(a) => replay::run(&a, out).await,
+        Command::Diff(a) => diff::run(&a, out).await,
+        Command::Drop(a) => scratch::run_drop(&a, out).await,
     }
 }
 
