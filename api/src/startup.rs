@@ -293,7 +293,7 @@ fn metrics_server(
     Ok((port, server))
 }
 
-/// Records one health probe a minute in `ops.health_probe` (the monthly report's availability):
+/// Records one health probe a minute in `ops_health_probe` (the monthly report's availability):
 /// ok while no projection has stopped on an event; a minute in which the database cannot take
 /// the probe is missing, which the report counts as down. Stops when the returned sender drops.
 fn spawn_health_recorder(

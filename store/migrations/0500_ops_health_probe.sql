@@ -1,7 +1,6 @@
 -- Health probes recorded once a minute per server instance (projections::reports::health).
 -- The monthly operations report computes availability and incidents from them.
-CREATE SCHEMA IF NOT EXISTS ops;
-CREATE TABLE ops.health_probe (
+CREATE TABLE ops_health_probe (
     at       timestamptz NOT NULL,
     instance text NOT NULL,
     ok       boolean NOT NULL,
@@ -10,7 +9,6 @@ CREATE TABLE ops.health_probe (
 );
 -- Append-only like the logs: a recorded probe is a fact the monthly report relies on.
 CREATE TRIGGER ops_health_probe_append_only
-    BEFORE UPDATE OR DELETE ON ops.health_probe
+    BEFORE UPDATE OR DELETE ON ops_health_probe
     FOR EACH ROW EXECUTE FUNCTION mykey_refuse_change();
-GRANT USAGE ON SCHEMA ops TO mykey_runtime;
-GRANT SELECT, INSERT ON ops.health_probe TO mykey_runtime;
+GRANT SELECT, INSERT ON ops_health_probe TO mykey_runtime;

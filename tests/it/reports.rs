@@ -445,7 +445,7 @@ async fn the_probe_recorder_writes_a_probe_at_once_and_stops_on_shutdown() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let row = loop {
         let row = client
-            .query_opt("SELECT instance, ok, detail FROM ops.health_probe", &[])
+            .query_opt("SELECT instance, ok, detail FROM ops_health_probe", &[])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         if let Some(r) = row {

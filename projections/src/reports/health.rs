@@ -1,12 +1,12 @@
 //! Recorded health probes, the source of the monthly report's availability and incidents.
 //!
 //! A task in the server ([`run_recorder`], wired at start-up) writes one row a minute to
-//! `ops.health_probe`: whether the instance was ready (database reachable, projections
+//! `ops_health_probe`: whether the instance was ready (database reachable, projections
 //! running) and, if not, why. Availability over a period is the share of its minutes with an
 //! `ok` probe; a minute with **no** probe (every instance down, or the recorder stopped) counts
 //! as unavailable — an outage must not vanish because nobody was up to record it.
 //!
-//! The table is not part of the event log (`ops` schema, append-only by trigger); it is created
+//! The table is not part of the event log (append-only by trigger); it is created
 //! by the store's migration `0500_ops_health_probe.sql`.
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
@@ -40,7 +40,7 @@ pub async fn record(
     let detail: String = probe.detail.chars().take(MAX_DETAIL_LEN).collect();
     client
         .execute(
-            "INSERT INTO ops.health_probe (at, instance, ok, detail) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO ops_health_probe (at, instance, ok, detail) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (at, instance) DO NOTHING",
             &[&at, &instance, &probe.ok, &detail],
         )
@@ -118,7 +118,7 @@ pub async fn availability(
     let minutes = (to - from).num_minutes().clamp(0, MAX_PERIOD_MINUTES);
     let rows = client
         .query(
-            "SELECT at, bool_or(ok) FROM ops.health_probe WHERE at >= $1 AND at < $2 \
+            "SELECT at, bool_or(ok) FROM ops_health_probe WHERE at >= $1 AND at < $2 \
              GROUP BY at ORDER BY at",
             &[&from, &to],
         )
