@@ -226,7 +226,10 @@ async fn a_failing_statement_stops_the_projection_exactly_before_its_event() {
     })
     .await;
     assert_eq!(failed.position, bad);
-    assert_eq!(failed.event_type, "MaintenanceCancelled");
+    assert_eq!(
+        failed.event_type,
+        <mykey_schemas::stored::maintenance::MaintenanceCancelledV1 as mykey_schemas::StoredEvent>::EVENT_TYPE
+    );
     assert!(failed.error.contains("23514"), "{}", failed.error);
     let schema = schema_of(&running, "test_cancellations");
     let client = db.client().await;

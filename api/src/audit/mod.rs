@@ -40,6 +40,8 @@ const POOL_SIZE: usize = 2;
 /// How long a request waits for a connection before answering 503.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
+/// Serialises checkpoint inserts so their ids commit in order.
+const CHECKPOINT_LOCK: i64 = 0x6d79_6b65_795f_6370; // "mykey_cp"
 /// Advisory lock (transaction scope) so two instances starting at once make one key.
 const KEY_LOCK: i64 = 0x6d79_6b65_795f_636b; // "mykey_ck"
 
@@ -275,7 +277,7 @@ impl CheckpointSigner {
     /// Signs the log's current head and stores the note.
     pub async fn sign_now(&self) -> Result<StoredCheckpoint, AuditError> {
         let (serial, key_id, pair) = self.active_key().await?;
-        let c = self.pool.get().await.map_err(db_err)?;
+        let mut c = self.pool.get().await.map_err(db_err)?;
         // Positions become visible in order (store/src/pg/writer.rs), so the highest visible
         // position is a complete prefix.
         let head = c
@@ -303,7 +305,14 @@ impl CheckpointSigner {
         };
         let note = checkpoint::sign(&cp, &pair).map_err(|e| AuditError::Key(e.to_string()))?;
         let size_db = i64::try_from(size).unwrap_or(i64::MAX);
-        let row = c
+        // Checkpoint ids are a bigserial and readers page by id: the id is taken and committed
+        // under one lock, so ids become visible in order and no reader's cursor skips a row
+        // that commits later with a smaller id (the event log's reason, ARCHITECTURE.md).
+        let tx = c.transaction().await.map_err(db_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
+            .await
+            .map_err(db_err)?;
+        let row = tx
             .query_one(
                 "INSERT INTO audit_checkpoint (size, hash, signed_at, key_serial, note) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -311,6 +320,7 @@ impl CheckpointSigner {
             )
             .await
             .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         let id: i64 = row.try_get(0).map_err(db_err)?;
         tracing::info!(size, %hash, "checkpoint signed");
         Ok(StoredCheckpoint {

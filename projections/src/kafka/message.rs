@@ -89,7 +89,7 @@ mod tests {
         EventEnvelope::seal(
             NewEvent {
                 event_id: uuid::Uuid::new_v4(),
-                event_type: "PpidIssued".into(),
+                event_type: <mykey_schemas::stored::ppid::PpidIssuedV1 as mykey_schemas::StoredEvent>::EVENT_TYPE.into(),
                 schema_version: 2,
                 // Stored bytes with odd spacing and escapes: must survive byte for byte.
                 payload: "{ \"b\":1,\"a\":\"\\u00e9\\n\" }".into(),
