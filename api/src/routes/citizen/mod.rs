@@ -19,7 +19,7 @@ use super::rp::written_position;
 use crate::auth::{Auth, Ctx, ACR_PIN};
 use crate::config::ConfigError;
 use crate::errors::Problem;
-use crate::http::consistency::{behind, ReadModelClock as _, MAX_READ_WAIT};
+use crate::http::consistency::{behind, MAX_READ_WAIT};
 use crate::http::openapi::ProblemResponse;
 use crate::http::{attach_principal, Principal};
 use crate::startup::AppState;
