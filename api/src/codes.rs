@@ -184,6 +184,30 @@ api_codes! {
     CARD_ALREADY_LENT = 409,
     CARD_NOT_LENT = 409,
     CARD_LOST = 409,
+    // the citizen door (api/src/routes/citizen): its session token and the write-model
+    // refusals only a citizen's command causes
+    /// No citizen session token (`Authorization: Bearer <session token>`).
+    CITIZEN_TOKEN_MISSING = 401,
+    /// Not a token this platform signed (malformed, bad signature, unknown key, other issuer).
+    CITIZEN_TOKEN_INVALID = 401,
+    /// A token of this platform, but not a citizen session (an access token, an ID token).
+    CITIZEN_TOKEN_NOT_CITIZEN = 401,
+    /// A citizen session addressed to another audience.
+    CITIZEN_TOKEN_AUDIENCE = 401,
+    /// The citizen session expired: log in again.
+    CITIZEN_SESSION_EXPIRED = 401,
+    /// Only the platform's own citizen screens (`MYKEY_CITIZEN_RP`) open citizen sessions.
+    NOT_CITIZEN_RP = 403,
+    /// The ID token to exchange is not valid (malformed, bad signature, expired, its PPID no
+    /// longer active).
+    CITIZEN_ID_TOKEN_INVALID = 401,
+    /// The ID token to exchange was issued to another relying party.
+    CITIZEN_ID_TOKEN_AUDIENCE = 401,
+    /// A citizen session needs a PIN login; a かざし login does not prove possession.
+    CITIZEN_PIN_REQUIRED = 403,
+    APPLICATION_ALREADY_SUBMITTED = 409,
+    PAYMENT_SERVICE_ALREADY_LINKED = 409,
+    OUTSIDE_PROGRAM_PERIOD = 409,
 }
 
 /// The status of a write-model code not listed above, by its kind.

@@ -27,6 +27,8 @@ pub struct Settings {
     pub audit: crate::audit::AuditSettings,
     /// `KAFKA_BROKERS` and the other `KAFKA_*`; `None`: no Kafka at all.
     pub kafka: Option<mykey_projections::kafka::KafkaSettings>,
+    /// The citizen door (`MYKEY_CITIZEN_RP`).
+    pub citizen: crate::routes::citizen::CitizenSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for Settings {
             .field("auth", &self.auth)
             .field("audit", &self.audit)
             .field("kafka", &self.kafka)
+            .field("citizen", &self.citizen)
             .finish()
     }
 }
@@ -107,7 +110,9 @@ impl Settings {
                 reason: e.reason,
             }
         })?;
+        let citizen = crate::routes::citizen::CitizenSettings::from_lookup(&get)?;
         Ok(Settings {
+            citizen,
             listen,
             metrics_listen,
             database_url,

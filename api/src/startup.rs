@@ -163,9 +163,11 @@ impl Application {
             state.get_ref().clone(),
             crate::patch_expiry::interval_from_env(),
         );
+        let citizen_door = web::Data::new(settings.citizen.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(citizen_door.clone())
                 .app_data(auth.clone())
                 .app_data(registry_data.clone())
                 .wrap(
@@ -196,6 +198,7 @@ impl Application {
                 .configure(crate::audit::routes::configure)
                 .configure(routes::rp::configure)
                 .configure(routes::provider::configure)
+                .configure(routes::citizen::configure)
                 .configure(|cfg| {
                     if public_metrics {
                         routes::auth::configure_metrics(cfg);

@@ -47,7 +47,8 @@ impl<S: EventStore> Commands<S> {
         .await
     }
 
-    /// The chosen payment provider confirms the link to the citizen's account.
+    /// Records the link to the citizen's account: by the chosen payment provider, the platform,
+    /// or the citizen themself on the platform's screens.
     pub async fn link_payment_service(
         &self,
         meta: &CommandMeta,

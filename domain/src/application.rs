@@ -182,10 +182,13 @@ pub fn decide(
             match ctx.role() {
                 Role::System => {}
                 Role::RelyingParty(rp) if *rp == a.payment_service => {}
+                // The citizen enters their account reference on the platform's own screens
+                // (the citizen door), as on the national point site.
+                Role::Citizen(s) if *s == a.subject => {}
                 _ => {
                     return Err(DomainError::not_authorised(
                         ctx,
-                        "the chosen payment provider (or the platform) confirms the link",
+                        "the citizen, the chosen payment provider (or the platform) links",
                     ))
                 }
             }

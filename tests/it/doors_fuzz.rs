@@ -1,8 +1,9 @@
 //! Every operation of the generated `/openapi.json`, fuzzed from the document (issue 10):
 //! generated path parameters and bodies — wrong types, huge values, unicode, NUL, missing and
-//! unknown fields, broken JSON, other media types — with no credential, an operator's, and a
-//! relying party's access token. No answer may be a 5xx, a documented method never answers
-//! 405, and every refusal is problem+json with a code from the table.
+//! unknown fields, broken JSON, other media types — with no credential, an operator's, a
+//! relying party's access token and, on the citizen door, a citizen session. No answer may be
+//! a 5xx, a documented method never answers 405, and every refusal is problem+json with a code
+//! from the table.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -149,6 +150,11 @@ async fn every_documented_operation_survives_fuzzing() {
         ("MYKEY_REQUIRE_CRL", "false".to_owned()),
         ("MYKEY_OPERATOR_TOKEN", OPERATOR_TOKEN.to_owned()),
         ("MYKEY_RATE_LIMIT_BURST", "0".to_owned()),
+        (
+            "MYKEY_TRUST_ANCHORS",
+            crate::pki::pki().anchors_dir.display().to_string(),
+        ),
+        ("MYKEY_CITIZEN_RP", "rp-fuzz".to_owned()),
     ]);
     let settings =
         Settings::from_lookup(|k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"));
@@ -192,6 +198,8 @@ async fn every_documented_operation_survives_fuzzing() {
         .unwrap_or_else(|| panic!("{token}"))
         .to_owned();
 
+    let citizen = citizen_session(&http, &base, &rp_token).await;
+
     let doc = serde_json::to_value(mykey_api::http::openapi::document())
         .unwrap_or_else(|e| panic!("{e}"));
     let codes: BTreeSet<&str> = mykey_api::codes::ApiCode::ALL
@@ -216,7 +224,12 @@ async fn every_documented_operation_survives_fuzzing() {
             for (i, body) in bodies(&doc, op).into_iter().enumerate() {
                 let url = &urls[i % urls.len()];
                 let ct = media[i % media.len()];
-                for bearer in [None, Some(OPERATOR_TOKEN), Some(rp_token.as_str())] {
+                // The citizen door also gets a citizen session, to reach its bodies.
+                let citizen_door = path.starts_with("/v1/citizen/");
+                let bearers = [None, Some(OPERATOR_TOKEN), Some(rp_token.as_str())]
+                    .into_iter()
+                    .chain(citizen_door.then_some(citizen.as_str()).map(Some));
+                for bearer in bearers {
                     let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
                         .unwrap_or(reqwest::Method::GET);
                     let idem = if i % 5 == 4 {
@@ -279,6 +292,10 @@ async fn every_documented_operation_survives_fuzzing() {
         "OPERATOR_UNAUTHORIZED",
         "ACCESS_TOKEN_MISSING",
         "NOT_FOUND",
+        // The citizen door: the screens' session bodies and the citizen's own were reached.
+        "CITIZEN_ID_TOKEN_INVALID",
+        "CITIZEN_TOKEN_NOT_CITIZEN",
+        "APPLICATION_NOT_FOUND",
     ] {
         assert!(seen.contains(code), "{code} never answered: {seen:?}");
     }
@@ -288,4 +305,41 @@ async fn every_documented_operation_survives_fuzzing() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A citizen session of `rp-fuzz` (configured as the citizen screens): a PIN login with a test
+/// card, then the exchange.
+async fn citizen_session(http: &reqwest::Client, base: &str, rp_token: &str) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let card = crate::pki::CardSpec::valid(&crate::pki::pki().ca_a).issue();
+    let post = |path: &str, body: Option<Value>| {
+        let mut r = http.post(format!("{base}{path}")).bearer_auth(rp_token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap_or_else(|e| panic!("{e}"));
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, challenge) = post("/v1/auth/challenges", None).await;
+    assert_eq!(status, 201, "{challenge}");
+    let nonce = URL_SAFE_NO_PAD
+        .decode(challenge["nonce"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let body = json!({ "challenge_id": challenge["challenge_id"], "certificate": card.b64(),
+                       "signature": STANDARD.encode(card.sign(&nonce)) });
+    let (status, login) = post("/v1/auth/login", Some(body)).await;
+    assert_eq!(status, 200, "{login}");
+    let (status, session) = post(
+        "/v1/citizen/sessions",
+        Some(json!({ "id_token": login["id_token"] })),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    session["session_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }

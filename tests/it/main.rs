@@ -3,6 +3,7 @@
 mod auth;
 mod auth_hardening;
 mod commands;
+mod doors_citizen;
 mod doors_core;
 mod doors_fuzz;
 mod doors_operator;

@@ -481,11 +481,15 @@ async fn subjects_certificates_and_the_rps_holding_their_ppids() {
         .unwrap_or_else(|| panic!("subject missing"));
     assert_eq!(view.certificates.len(), 2, "the card and its renewal");
     // Revoked at the provider by the citizen: only the city still holds a PPID.
-    let held = subjects::held_ppids(&client, &s, subject)
+    let page =
+        mykey_projections::models::PageRequest::first(None).unwrap_or_else(|e| panic!("{e}"));
+    let held = subjects::held_ppids(&client, &s, subject, &page)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held.next_cursor, None);
     assert_eq!(
-        held.iter()
+        held.items
+            .iter()
             .map(|h| h.relying_party.as_str())
             .collect::<Vec<_>>(),
         ["city-1"]

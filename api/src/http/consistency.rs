@@ -138,16 +138,19 @@ async fn read_at_within(
         Some(wanted) => clock
             .wait_for(projection, wanted, max_wait)
             .await
-            .map_err(|b| {
-                Problem::coded("READ_MODEL_BEHIND", "Read model behind")
-                    .with_detail(format!(
-                        "the read model reached position {} of {wanted} within {} ms",
-                        b.at,
-                        max_wait.as_millis()
-                    ))
-                    .with_retry_after(READ_MODEL_RETRY_AFTER_SECS)
-            }),
+            .map_err(|b| behind(b, wanted, max_wait)),
     }
+}
+
+/// The 503 of a read model that did not reach `wanted` within `max_wait`.
+pub fn behind(b: Behind, wanted: u64, max_wait: Duration) -> Problem {
+    Problem::coded("READ_MODEL_BEHIND", "Read model behind")
+        .with_detail(format!(
+            "the read model reached position {} of {wanted} within {} ms",
+            b.at,
+            max_wait.as_millis()
+        ))
+        .with_retry_after(READ_MODEL_RETRY_AFTER_SECS)
 }
 
 /// Adds `Mykey-Position: position` to an answer (reads and commands).

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per area.
 
 pub mod auth;
+pub mod citizen;
 pub mod health;
 pub mod ical;
 pub mod oauth;

@@ -568,6 +568,14 @@ fn application_link_by_the_chosen_provider() {
         .by("other", Role::RelyingParty(rp("other")))
         .when(link())
         .then_reject(E::NOT_AUTHORISED);
+    given::<Application>([submitted()])
+        .by("c", CITIZEN())
+        .when(link())
+        .then_expect([linked()]);
+    given::<Application>([submitted()])
+        .by("someone", Role::Citizen(SubjectId(Uuid::from_u128(99))))
+        .when(link())
+        .then_reject(E::NOT_AUTHORISED);
     given::<Application>([submitted(), linked()])
         .by("psp", Role::RelyingParty(rp("psp")))
         .when(link())

@@ -4,7 +4,7 @@
 //! an active PPID for a subject (a citizen lists and revokes those; they never see other
 //! subjects' rows).
 
-use super::{checked, position, schema, QueryError, EXPECT_ROW};
+use super::{checked, position, schema, Page, PageRequest, QueryError, EXPECT_ROW};
 use crate::{ApplyError, Change, Param, Projection, Recorded};
 use chrono::{DateTime, Utc};
 use mykey_domain::certificate::{Certificate, CertificateEvent};
@@ -46,7 +46,8 @@ const MIGRATIONS: &[&str] = &[
         ppid          text NOT NULL,
         since         timestamptz NOT NULL,
         PRIMARY KEY (subject, relying_party)
-    );",
+    );
+    CREATE INDEX held_ppid_by_ppid ON held_ppid (ppid);",
 ];
 
 /// Upserts a certificate row: a certificate may be revoked (CRL) before or without a link.
@@ -176,8 +177,9 @@ impl Projection for Subjects {
     fn name(&self) -> &'static str {
         "subjects"
     }
+    /// 2: `held_ppid` indexed by PPID (the citizen session's PPID → subject lookup).
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
@@ -233,9 +235,6 @@ pub struct HeldPpid {
 /// Most certificates listed for one subject: a citizen gets a new card every ten years or
 /// on loss, so real subjects have a handful; the bound keeps a corrupt row set from flooding.
 pub const MAX_CERTIFICATES_PER_SUBJECT: i64 = 100;
-/// Most relying parties listed for one subject (one PPID per RP; far more RPs than any
-/// citizen uses).
-pub const MAX_HELD_PPIDS: i64 = 1_000;
 
 const CERT_COLUMNS: &str = "cert_key, issuer, serial, subject, linked_at, renewed_from, \
      renewed_to, renewed_at, revoked_at, revoked_reason";
@@ -306,20 +305,23 @@ pub async fn certificate(
     row.as_ref().map(cert_view).transpose()
 }
 
-/// The relying parties holding an active PPID for `subject`, by RP (the citizen door).
+/// The relying parties holding an active PPID for `subject`, by RP, one page (the citizen
+/// door).
 pub async fn held_ppids(
     client: &impl GenericClient,
     schema_name: &str,
     subject: SubjectId,
-) -> Result<Vec<HeldPpid>, QueryError> {
+    page: &PageRequest,
+) -> Result<Page<HeldPpid>, QueryError> {
     let s = schema(schema_name)?;
-    client
+    let after = page.after(1)?;
+    let items = client
         .query(
             &format!(
                 "SELECT relying_party, ppid, since FROM {s}.held_ppid WHERE subject = $1 \
-                 ORDER BY relying_party LIMIT $2"
+                 AND relying_party > $2 ORDER BY relying_party LIMIT $3"
             ),
-            &[&subject.0, &MAX_HELD_PPIDS],
+            &[&subject.0, &after[0], &page.fetch()],
         )
         .await?
         .iter()
@@ -330,5 +332,53 @@ pub async fn held_ppids(
                 since: r.try_get(2)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, QueryError>>()?;
+    Ok(page.page(items, |h| vec![h.relying_party.clone()]))
+}
+
+/// The subject holding the active PPID `ppid`, and the relying party it was issued to; None
+/// when it is unknown, revoked or invalidated (the citizen session's lookup).
+pub async fn holder(
+    client: &impl GenericClient,
+    schema_name: &str,
+    ppid: &str,
+) -> Result<Option<(SubjectId, String)>, QueryError> {
+    let s = schema(schema_name)?;
+    let row = client
+        .query_opt(
+            &format!("SELECT subject, relying_party FROM {s}.held_ppid WHERE ppid = $1"),
+            &[&ppid],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some((SubjectId(r.try_get(0)?), r.try_get(1)?))),
+    }
+}
+
+/// The active PPID `relying_party` holds for `subject`, if any (the citizen door's revoke).
+pub async fn held_ppid(
+    client: &impl GenericClient,
+    schema_name: &str,
+    subject: SubjectId,
+    relying_party: &str,
+) -> Result<Option<HeldPpid>, QueryError> {
+    let s = schema(schema_name)?;
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT relying_party, ppid, since FROM {s}.held_ppid \
+                 WHERE subject = $1 AND relying_party = $2"
+            ),
+            &[&subject.0, &relying_party],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some(HeldPpid {
+            relying_party: r.try_get(0)?,
+            ppid: r.try_get(1)?,
+            since: r.try_get(2)?,
+        })),
+    }
 }
