@@ -97,6 +97,15 @@ pub enum Command {
     /// Run only the Kafka relay (needs KAFKA_BROKERS); one relay per database publishes at a
     /// time, the others stand by.
     Relay,
+    /// Run the read models that need only each stream's order from Kafka (needs KAFKA_BROKERS
+    /// and a running relay): several projector processes share the topics' partitions as one
+    /// consumer group; the others (daily_counters) stay with the server's PostgreSQL runner.
+    Projector {
+        /// The consumer group (default: `<prefix>.projector.<hash of projection versions>`, so
+        /// a new projection version starts a new group that reads the topics from the start).
+        #[arg(long)]
+        group: Option<String>,
+    },
     /// Rebuild one projection from position 1 into fresh tables while the current ones keep
     /// serving, then switch readers to it (progress bar on a terminal, plain lines otherwise).
     Rebuild {
@@ -341,7 +350,9 @@ pub async fn run_command(
         | Command::RotateCheckpointKey
         | Command::Rebuild { .. }
         | Command::Report { .. } => return Err("handled above".into()),
-        Command::Relay => return Err("the relay runs from the server binary".into()),
+        Command::Relay | Command::Projector { .. } => {
+            return Err("the relay and the projector run from the server binary".into())
+        }
         Command::AccessLog { .. } => return Err("access-log is handled above".into()),
     };
     println!("{out}");

@@ -8,13 +8,23 @@
 //! `MYKEY_BENCH_SECS` (default 10) sets the load's length; `KAFKA_PARTITIONS` (default 6).
 //!
 //! The load is the append benchmark's single-event phase: 64 tasks appending one-event commands
-//! to random streams. The relay runs in this process and publishes to a fresh topic; a consumer
-//! reads it. Prints appended events/s, relay events/s during the load, how long the relay
-//! needed to drain after the load stopped, and the lag append (the event's `recorded_at`) →
-//! consumed, p50/p99/max.
+//! (each a `PpidIssued` of a new PPID, so a real read model can apply it). The relay runs in
+//! this process and publishes to a fresh topic; a plain consumer reads it, and a Kafka
+//! projector (`kafka::projector`, its own consumer group) applies it to a Kafka-mode read
+//! model: the real `ppids` tables plus a `bench_seen` row per event stamped with
+//! `clock_timestamp()` inside the batch's transaction. Prints appended events/s, relay
+//! events/s during the load, how long the relay needed to drain after the load stopped, the
+//! lag append (the event's `recorded_at`) → consumed, and append → applied in the Kafka-mode
+//! read model (p50/p99/max; the stamp is taken just before the batch's last statements and
+//! its commit, so it understates visibility by that commit, a few ms).
 
+use mykey_domain::ppid::{PpidAggregate, PpidEvent};
+use mykey_domain::{Aggregate, Ppid, RelyingPartyId, SubjectId};
+use mykey_projections::kafka::projector::{self, schema_name, ProjectorOptions};
 use mykey_projections::kafka::{self, message, KafkaSettings, DEFAULT_PARTITIONS};
-use mykey_schemas::{EventMetadata, NewEvent, StreamId};
+use mykey_projections::models::ppids::Ppids;
+use mykey_projections::{ApplyError, Change, KafkaMode, Param, Projection, Recorded};
+use mykey_schemas::{EventCodec, EventMetadata, NewEvent, StreamId};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_store::{AppendRequest, EventStore, ExpectedVersion};
 use rand::{Rng, SeedableRng};
@@ -36,28 +46,80 @@ macro_rules! say {
 
 /// Concurrent appending tasks, as in `store/benches/append.rs`.
 const TASKS: usize = 64;
-/// Distinct streams the tasks pick from.
-const STREAMS: u32 = 10_000;
 /// The one category (topic) of the load.
-const CATEGORY: &str = "bench";
+const CATEGORY: &str = PpidAggregate::CATEGORY;
 /// The consumer's longest fetch wait (librdkafka's default is 500 ms).
 const FETCH_WAIT_MS: &str = "10";
 /// How long the relay gets to publish the tail after the load stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
+const BENCH_SEEN_DDL: &str = "CREATE TABLE bench_seen (
+        position    bigint PRIMARY KEY,
+        recorded_at timestamptz NOT NULL,
+        seen_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+    )";
+
+/// The real `ppids` read model plus one `bench_seen` row per event, in Kafka mode.
+struct BenchPpids {
+    migrations: &'static [&'static str],
+}
+
+impl BenchPpids {
+    fn new() -> BenchPpids {
+        let mut all: Vec<&'static str> = Ppids.migrations().to_vec();
+        all.push(BENCH_SEEN_DDL);
+        BenchPpids {
+            migrations: Box::leak(all.into_boxed_slice()),
+        }
+    }
+}
+
+impl Projection for BenchPpids {
+    fn name(&self) -> &'static str {
+        "bench_ppids"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn migrations(&self) -> &'static [&'static str] {
+        self.migrations
+    }
+    fn apply(&self, e: Recorded<'_>, out: &mut Vec<Change>) -> Result<(), ApplyError> {
+        Ppids.apply(e, out)?;
+        let position = i64::try_from(e.envelope.global_position)
+            .map_err(|_| ApplyError::Inconsistent("position".into()))?;
+        out.push(Change::new(
+            "INSERT INTO bench_seen (position, recorded_at) VALUES ($1, $2)",
+            vec![Param::I64(position), Param::Time(e.envelope.recorded_at)],
+        ));
+        Ok(())
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        &[CATEGORY]
+    }
+    fn kafka_mode(&self) -> KafkaMode {
+        KafkaMode::PerStream
+    }
+}
+
 fn request(rng: &mut impl Rng) -> Result<AppendRequest, String> {
-    let stream = StreamId::new(CATEGORY, rng.gen_range(0..STREAMS)).map_err(|e| e.to_string())?;
+    let ppid = Ppid::from_uuid(uuid::Uuid::from_u128(rng.gen()));
+    let relying_party = RelyingPartyId::parse("bench-131016").map_err(|e| e.to_string())?;
+    let encoded = PpidAggregate::encode(&PpidEvent::Issued {
+        ppid: ppid.clone(),
+        subject: SubjectId(uuid::Uuid::from_u128(rng.gen())),
+        relying_party,
+    })
+    .map_err(|e| e.to_string())?;
+    let stream = StreamId::new(CATEGORY, &ppid).map_err(|e| e.to_string())?;
     Ok(AppendRequest::single(
         stream,
         ExpectedVersion::Any,
         vec![NewEvent {
             event_id: uuid::Uuid::now_v7(),
-            event_type: "BenchHappened".into(),
-            schema_version: 1,
-            payload: format!(
-                "{{\"ppid\":\"{}\",\"rp\":\"131016\"}}",
-                uuid::Uuid::new_v4()
-            ),
+            event_type: encoded.event_type.to_owned(),
+            schema_version: encoded.schema_version,
+            payload: encoded.payload,
         }],
         EventMetadata {
             actor_id: "bench".into(),
@@ -137,9 +199,22 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         .await
         .map_err(|e| e.to_string())?;
     let registry = prometheus::Registry::new();
-    let relay = kafka::start(store.clone(), config, settings.clone(), &registry)
+    let relay = kafka::start(store.clone(), config.clone(), settings.clone(), &registry)
         .await
         .map_err(|e| e.to_string())?;
+    let bench_projection: Arc<dyn Projection> = Arc::new(BenchPpids::new());
+    let schema = schema_name(&*bench_projection);
+    let projector = projector::start(
+        config.clone(),
+        settings.clone(),
+        &[bench_projection],
+        ProjectorOptions::default(),
+        &registry,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
     // The topic exists once the relay published the first event.
     store
         .append(request(&mut rand::rngs::StdRng::seed_from_u64(0))?)
@@ -222,6 +297,35 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let applied_sql = format!("SELECT count(*) FROM {schema}.bench_seen");
+    loop {
+        let n: i64 = client
+            .query_one(&applied_sql, &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| e.to_string())?;
+        if n >= i64::try_from(head).unwrap_or(i64::MAX) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the projector applied only {n} of {head} events"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let projected = client
+        .query_one(
+            &format!(
+                "SELECT percentile_cont(ARRAY[0.5, 0.99, 1.0]) WITHIN GROUP \
+                 (ORDER BY extract(epoch FROM seen_at - recorded_at) * 1000)::float8[] \
+                 FROM {schema}.bench_seen WHERE position > 1"
+            ),
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get::<_, Vec<f64>>(0))
+        .map_err(|e| e.to_string())?;
+    let batches = projector.metrics().batches.get();
+    projector.stop().await.map_err(|e| e.to_string())?;
     progress.abort();
     stop_consumer.store(true, Ordering::Relaxed);
     let mut lags = consumer.await.map_err(|e| e.to_string())??;
@@ -240,6 +344,15 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         percentile(&lags, 0.50),
         percentile(&lags, 0.99),
         percentile(&lags, 1.0),
+    );
+    say!(
+        "RESULT projector: append -> applied in the Kafka-mode read model p50 {:.0} ms, \
+         p99 {:.0} ms, max {:.0} ms ({} events in {} batches)",
+        projected.first().copied().unwrap_or(f64::NAN),
+        projected.get(1).copied().unwrap_or(f64::NAN),
+        projected.get(2).copied().unwrap_or(f64::NAN),
+        head,
+        batches,
     );
     relay.stop().await;
     Ok(())

@@ -12,5 +12,5 @@ pub mod projection;
 pub mod reports;
 pub mod runner;
 
-pub use projection::{ApplyError, Change, Param, Projection, Recorded};
+pub use projection::{ApplyError, Change, KafkaMode, Param, Projection, Recorded};
 pub use runner::{Projections, RunnerOptions};

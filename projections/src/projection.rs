@@ -127,6 +127,22 @@ pub enum ApplyError {
     Unhandled(String),
 }
 
+/// Whether a projection can be fed from Kafka's partitions (`mykey-server projector`) or needs
+/// the log's global order (it then runs only from PostgreSQL, in the runner).
+///
+/// A partition interleaves streams and different partitions run at different speeds, so a
+/// Kafka-mode projection sees each stream's events in order but the streams in any order
+/// relative to each other. That gives the same rows as the global order exactly when every
+/// row is changed only by the events of one stream (or by inserts whose order does not matter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaMode {
+    /// Per-stream order suffices: may run as a Kafka consumer group.
+    PerStream,
+    /// Needs the global order (rows shared across streams, counters, the chain): PostgreSQL only.
+    GlobalOrder,
+}
+
 /// A read model derived from the log.
 ///
 /// Invariant: `apply` is pure (no I/O, no clock, no randomness): the same events always give
@@ -152,5 +168,11 @@ pub trait Projection: Send + Sync + 'static {
     /// the fingerprint test that catches a change without a new `version`.
     fn source(&self) -> &'static str {
         ""
+    }
+    /// Whether the Kafka projector may run it ([`KafkaMode`]). The safe default is the global
+    /// order; `models::all()` marks the per-stream read models (outside their files, so the
+    /// declaration does not change their fingerprints).
+    fn kafka_mode(&self) -> KafkaMode {
+        KafkaMode::GlobalOrder
     }
 }

@@ -9,6 +9,7 @@ mod doors_fuzz;
 mod doors_operator;
 mod doors_rp;
 mod kafka;
+mod kafka_projector;
 mod login_b;
 mod pki;
 mod projections;

@@ -91,6 +91,7 @@ async fn run(command: Option<Command>) -> Result<(), Box<dyn std::error::Error>>
     }
     let result = match &command {
         Some(Command::Relay) => relay(&settings, pg_config).await,
+        Some(Command::Projector { group }) => projector(&settings, pg_config, group.clone()).await,
         Some(cmd) => mykey_api::cli::run_command(&settings, pg_config, cmd).await,
         None => serve(&settings, pg_config).await,
     };
@@ -133,6 +134,31 @@ async fn relay(
         }
     };
     mykey_projections::kafka::relay::run_standalone(pg_config, kafka, stop).await?;
+    Ok(())
+}
+
+/// `mykey-server projector`: the Kafka-mode read models as one member of the projectors'
+/// consumer group (needs `KAFKA_BROKERS`).
+async fn projector(
+    settings: &Settings,
+    pg_config: tokio_postgres::Config,
+    group: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use mykey_projections::kafka::projector::{run_standalone, ProjectorOptions};
+    let kafka = settings
+        .kafka
+        .clone()
+        .ok_or("projector mode needs KAFKA_BROKERS")?;
+    let stop = async {
+        if let Err(e) = shutdown_signal().await {
+            tracing::error!("cannot wait for a shutdown signal: {e}");
+        }
+    };
+    let options = ProjectorOptions {
+        group_id: group,
+        ..Default::default()
+    };
+    run_standalone(pg_config, kafka, options, stop).await?;
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - [`message`]: the topic layout, headers and value format, and their decoding for consumers;
 //! - [`relay`]: the relay (leadership, at-least-once publication, position in PostgreSQL);
-//! - [`metrics`]: its Prometheus collectors (lag in events and seconds).
+//! - [`metrics`]: its Prometheus collectors (lag in events and seconds);
+//! - [`projector`]: the read models that need only each stream's order, fed from the topics
+//!   by a consumer group (`mykey-server projector`).
 //!
 //! `KAFKA_BROKERS` unset means no Kafka at all ([`KafkaSettings::from_lookup`] returns `None`).
 
@@ -11,6 +13,7 @@ mod client;
 mod leader;
 pub mod message;
 pub mod metrics;
+pub mod projector;
 pub mod relay;
 
 pub use client::check_brokers;

@@ -17,7 +17,7 @@ pub mod test_cards;
 #[cfg(feature = "workload")]
 pub mod workload;
 
-use crate::{ApplyError, Projection, Recorded};
+use crate::{ApplyError, Change, KafkaMode, Projection, Recorded};
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use mykey_domain::application::ReviewOutcome;
@@ -25,17 +25,66 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Every read model, in a stable order (the runner starts them all; generic tests iterate it).
+///
+/// Which of them the Kafka projector may run ([`KafkaMode`], see ARCHITECTURE.md "Kafka
+/// projector") is declared here, with the reason:
+/// - `ppids`: a `ppid` row changes only by its own PPID stream's events;
+/// - `subjects`: `subject` and `held_ppid` rows by their subject stream, `certificate` rows by
+///   their certificate stream (a renewal writes `renewed_to` on the old certificate's row from
+///   the old stream and `renewed_from` on the new one's from the new stream);
+/// - `relying_parties`, `notices`, `test_cards`: one stream per row (and its history rows);
+/// - `programs`: `program` rows by the program stream, `application` and `application_event`
+///   by the application stream (the program is a value in the application's own event);
+/// - `patches`: `patch` and `patch_step` by the patch stream; `patch_effect` rows are inserts
+///   keyed by position from other streams, whose order does not matter;
+/// - `daily_counters` stays on the global order: every row sums events of many streams
+///   (one counter per day, metric and key), so projector processes sharing partitions would
+///   all queue on the same few rows; its report totals are read against log positions.
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(ppids::Ppids),
-        Arc::new(subjects::Subjects),
-        Arc::new(relying_parties::RelyingParties),
-        Arc::new(programs::Programs),
-        Arc::new(patches::Patches),
-        Arc::new(notices::Notices),
-        Arc::new(test_cards::TestCards),
+        per_stream(ppids::Ppids),
+        per_stream(subjects::Subjects),
+        per_stream(relying_parties::RelyingParties),
+        per_stream(programs::Programs),
+        per_stream(patches::Patches),
+        per_stream(notices::Notices),
+        per_stream(test_cards::TestCards),
         Arc::new(counters::DailyCounters),
     ]
+}
+
+/// `p`, marked as needing only each stream's order ([`KafkaMode::PerStream`]).
+pub fn per_stream<P: Projection>(p: P) -> Arc<dyn Projection> {
+    Arc::new(PerStream(p))
+}
+
+/// A projection that needs only each stream's order; everything else is `P`'s own (the
+/// fingerprint of its source is unchanged).
+#[derive(Debug, Clone, Copy)]
+pub struct PerStream<P>(pub P);
+
+impl<P: Projection> Projection for PerStream<P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
+    fn migrations(&self) -> &'static [&'static str] {
+        self.0.migrations()
+    }
+    fn apply(&self, event: Recorded<'_>, out: &mut Vec<Change>) -> Result<(), ApplyError> {
+        self.0.apply(event, out)
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        self.0.categories()
+    }
+    fn source(&self) -> &'static str {
+        self.0.source()
+    }
+    fn kafka_mode(&self) -> KafkaMode {
+        KafkaMode::PerStream
+    }
 }
 
 /// Page size when the caller names none (see the API rules: default 50, maximum 500).

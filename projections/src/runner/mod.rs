@@ -22,6 +22,8 @@ pub mod registry;
 mod task;
 
 pub use follow::Failure;
+/// For the Kafka projector: the same connections and error descriptions as the runner's.
+pub(crate) use follow::{connect, describe};
 pub use rebuild::{rebuild, RebuildProgress, RebuildReport};
 
 use crate::Projection;

@@ -1,0 +1,501 @@
+//! The Kafka projector against a real broker (tansu): the Kafka-mode read models end identical
+//! to the PostgreSQL-mode ones over the same log — with two projectors sharing a consumer group
+//! and one killed midway, and with the relay re-sending a tail (duplicates skipped); offsets
+//! are committed only for what is in the read models. Each test has its own database, topic
+//! prefix and consumer group.
+
+use crate::kafka::broker::Broker;
+use mykey_projections::kafka::projector::{
+    self, schema_name, ProjectorHandle, ProjectorOptions, APPLIED_TABLE,
+};
+use mykey_projections::kafka::{self, message, KafkaSettings, RelayHandle};
+use mykey_projections::{models, KafkaMode, Projection, Projections, RunnerOptions};
+use mykey_store::pg::{PgEventStore, PgStoreOptions};
+use mykey_store::EventStore;
+use mykey_tests::TestDb;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Partitions per topic: several, so streams interleave and two projectors can share them.
+const PARTITIONS: i32 = 3;
+/// Bound on any wait (catching up, rebalancing): finite so a bug fails the test.
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Setup {
+    db: TestDb,
+    store: PgEventStore,
+    settings: KafkaSettings,
+    group: String,
+    _broker: Broker,
+}
+
+async fn setup() -> Setup {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = PgEventStore::connect(db.config(), PgStoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let settings = KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: format!("p{}", Uuid::new_v4().simple()),
+        partitions: PARTITIONS,
+        replication_factor: None,
+    };
+    Setup {
+        db,
+        store,
+        settings,
+        group: format!("g{}", Uuid::new_v4().simple()),
+        _broker: broker,
+    }
+}
+
+impl Setup {
+    async fn relay(&self) -> RelayHandle {
+        kafka::start(
+            self.store.clone(),
+            self.db.config(),
+            self.settings.clone(),
+            &prometheus::Registry::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("relay: {e}"))
+    }
+
+    async fn projector(&self) -> ProjectorHandle {
+        let options = ProjectorOptions {
+            group_id: Some(self.group.clone()),
+            batch_max: 200,
+        };
+        projector::start(
+            self.db.config(),
+            self.settings.clone(),
+            &models::all(),
+            options,
+            &prometheus::Registry::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("projector: {e}"))
+    }
+
+    /// The PostgreSQL-mode runner over every read model.
+    async fn runner(&self) -> Projections {
+        Projections::start(
+            self.store.clone(),
+            self.db.config(),
+            models::all(),
+            &prometheus::Registry::new(),
+            RunnerOptions {
+                poll_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("runner: {e}"))
+    }
+
+    async fn append_rounds(&self, rounds: std::ops::Range<u64>) -> u64 {
+        let mut last = 0;
+        let requests = models::workload::batched(rounds).unwrap_or_else(|e| panic!("{e}"));
+        for request in requests {
+            last = self
+                .store
+                .append(request)
+                .await
+                .unwrap_or_else(|e| panic!("append: {e}"))
+                .last_position;
+        }
+        last
+    }
+}
+
+/// Polls `check` until it returns Some, at most [`WAIT`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kafka_mode() -> Vec<Arc<dyn Projection>> {
+    projector::kafka_projections(&models::all())
+}
+
+/// Every table of `schema` but `except`, each as its rows in JSON, sorted.
+async fn dump(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    except: &str,
+) -> BTreeMap<String, Vec<String>> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_name <> $2",
+            &[&schema, &except],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("list tables of {schema}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = BTreeMap::new();
+    for table in tables {
+        let mut rows: Vec<String> = client
+            .query(
+                &format!("SELECT to_jsonb(t)::text FROM {schema}.{table} t"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("dump {schema}.{table}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
+}
+
+/// Per stream of `p`'s categories, the last position in the log.
+async fn log_heads(client: &tokio_postgres::Client, p: &dyn Projection) -> BTreeMap<String, i64> {
+    let categories: Vec<String> = p.categories().iter().map(|c| c.to_string()).collect();
+    client
+        .query(
+            "SELECT stream_id, max(global_position) FROM events \
+             WHERE split_part(stream_id, '-', 1) = ANY($1) GROUP BY stream_id",
+            &[&categories],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("log heads: {e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Per stream, the last position `p`'s Kafka-mode schema applied.
+async fn applied(client: &tokio_postgres::Client, p: &dyn Projection) -> BTreeMap<String, i64> {
+    client
+        .query(
+            &format!(
+                "SELECT stream_id, position FROM {}.{APPLIED_TABLE} WHERE position > 0",
+                schema_name(p)
+            ),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applied positions: {e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits until the PostgreSQL runner and the Kafka-mode schemas hold the whole log, then
+/// checks that every Kafka-mode read model equals its PostgreSQL-mode twin.
+async fn assert_identical(s: &Setup, runner: &Projections, head: u64) {
+    let client = s.db.client().await;
+    for p in kafka_mode() {
+        runner
+            .wait_for(p.name(), head, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{} (PostgreSQL mode): {e}", p.name()));
+        let want = log_heads(&client, &*p).await;
+        eventually(
+            &format!("{} (Kafka mode) to apply the log", p.name()),
+            || {
+                let (client, p, want) = (&client, &p, &want);
+                async move { (applied(client, &**p).await == *want).then_some(()) }
+            },
+        )
+        .await;
+        let pg_schema = runner
+            .active_schema(p.name())
+            .unwrap_or_else(|| panic!("{} has no PostgreSQL-mode schema", p.name()));
+        let from_pg = dump(&client, &pg_schema, "").await;
+        let from_kafka = dump(&client, &schema_name(&*p), APPLIED_TABLE).await;
+        assert!(
+            from_pg.values().map(Vec::len).sum::<usize>() > 0,
+            "{}: the workload wrote no rows",
+            p.name()
+        );
+        assert_eq!(
+            from_kafka,
+            from_pg,
+            "{}: Kafka-mode and PostgreSQL-mode tables differ",
+            p.name()
+        );
+    }
+}
+
+#[test]
+fn only_the_per_stream_read_models_run_from_kafka() {
+    let modes: BTreeMap<&str, KafkaMode> = models::all()
+        .iter()
+        .map(|p| (p.name(), p.kafka_mode()))
+        .collect();
+    assert_eq!(modes.get("daily_counters"), Some(&KafkaMode::GlobalOrder));
+    assert_eq!(modes.get("ppids"), Some(&KafkaMode::PerStream));
+    assert_eq!(
+        kafka_mode().len(),
+        modes.len() - 1,
+        "every read model but the counters: {modes:?}"
+    );
+}
+
+/// Two projectors in one group share the partitions; one is killed midway (its task aborted:
+/// consumer, connections and any open transaction dropped without a goodbye beyond the
+/// client's own); the other takes its partitions over, and the read models end identical to
+/// the PostgreSQL-mode ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projectors_one_killed_end_identical_to_postgres_mode() {
+    let s = setup().await;
+    let relay = s.relay().await;
+    let runner = s.runner().await;
+    s.append_rounds(0..3).await;
+    let first = s.projector().await;
+    let second = s.projector().await;
+    // Both take part before the kill: each committed batches of its own partitions.
+    s.append_rounds(3..6).await;
+    eventually("both projectors to commit batches", || {
+        let done = first.metrics().batches.get() > 0 && second.metrics().batches.get() > 0;
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Killed while events keep coming.
+    let load = {
+        let s_store = s.store.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for request in models::workload::batched(6..12).unwrap_or_else(|e| panic!("{e}")) {
+                last = s_store
+                    .append(request)
+                    .await
+                    .unwrap_or_else(|e| panic!("append: {e}"))
+                    .last_position;
+            }
+            last
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(first);
+    let head = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    assert_identical(&s, &runner, head).await;
+    assert!(second.metrics().applied.get() > 0);
+    second
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("projector: {e}"));
+    relay.stop().await;
+    runner.shutdown().await;
+}
+
+/// The committed offsets of `group` on `topics` (fetched without joining the group).
+fn committed(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[String],
+) -> BTreeMap<(String, i32), i64> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let mut list = TopicPartitionList::new();
+    for t in topics {
+        for p in 0..settings.partitions {
+            list.add_partition(t, p);
+        }
+    }
+    let got = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("committed offsets: {e}"));
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every message of `topics`: (topic, partition, offset) → (stream, position).
+async fn messages(
+    settings: &KafkaSettings,
+    topics: &[String],
+    count: usize,
+) -> HashMap<(String, i32, i64), (String, i64)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", format!("g{}", Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("consumer: {e}"));
+    let mut list = TopicPartitionList::new();
+    for t in topics {
+        for p in 0..settings.partitions {
+            list.add_partition_offset(t, p, Offset::Beginning)
+                .unwrap_or_else(|e| panic!("assign: {e}"));
+        }
+    }
+    consumer
+        .assign(&list)
+        .unwrap_or_else(|e| panic!("assign: {e}"));
+    let mut out = HashMap::new();
+    let deadline = Instant::now() + WAIT;
+    while out.len() < count {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let m = match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => panic!("consume: {e}"),
+            Err(_) => panic!("only {} of {count} messages arrived", out.len()),
+        };
+        let e = message::decode(m.payload()).unwrap_or_else(|e| panic!("decode: {e}"));
+        out.insert(
+            (m.topic().to_owned(), m.partition(), m.offset()),
+            (e.stream_id.to_string(), e.global_position as i64),
+        );
+    }
+    out
+}
+
+/// The relay re-sends a tail (its stored position moved back, as after a crash before it
+/// recorded the broker's acknowledgements): the projector skips every re-sent event, and the
+/// read models still equal the PostgreSQL-mode ones. Meanwhile, every committed offset only
+/// covers events already in the read models (sampled: the offsets are read first, then the
+/// applied positions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
+    let s = setup().await;
+    let relay = s.relay().await;
+    let runner = s.runner().await;
+    let projector = s.projector().await;
+    let topics: Vec<String> = {
+        let mut t: Vec<String> = kafka_mode()
+            .iter()
+            .flat_map(|p| p.categories().iter())
+            .map(|c| message::topic(&s.settings.topic_prefix, c))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let load = {
+        let store = s.store.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for request in models::workload::batched(0..8).unwrap_or_else(|e| panic!("{e}")) {
+                last = store
+                    .append(request)
+                    .await
+                    .unwrap_or_else(|e| panic!("append: {e}"))
+                    .last_position;
+            }
+            last
+        })
+    };
+    let client = s.db.client().await;
+    let mut samples = Vec::new();
+    while !load.is_finished() || samples.len() < 3 {
+        let offsets = {
+            let (settings, group, topics) = (s.settings.clone(), s.group.clone(), topics.clone());
+            tokio::task::spawn_blocking(move || committed(&settings, &group, &topics))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut positions = BTreeMap::new();
+        for p in kafka_mode() {
+            positions.insert(p.name(), applied(&client, &*p).await);
+        }
+        samples.push((offsets, positions));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head = load.await.unwrap_or_else(|e| panic!("load: {e}"));
+    assert_identical(&s, &runner, head).await;
+
+    // Every sampled committed offset covers only applied events.
+    let all = messages(&s.settings, &topics, count_in(&client, head).await).await;
+    let mut checked = 0;
+    for (offsets, positions) in &samples {
+        for ((topic, partition, offset), (stream, position)) in &all {
+            let Some(next) = offsets.get(&(topic.clone(), *partition)) else {
+                continue;
+            };
+            if offset >= next {
+                continue;
+            }
+            checked += 1;
+            let category = stream.split('-').next().unwrap_or_default();
+            for p in kafka_mode() {
+                if !p.categories().contains(&category) {
+                    continue;
+                }
+                let done = positions[p.name()].get(stream).copied().unwrap_or(0);
+                assert!(
+                    done >= *position,
+                    "{topic}[{partition}] offset {offset} (position {position}) was committed \
+                     before {} applied it (it had {done})",
+                    p.name()
+                );
+            }
+        }
+    }
+    assert!(checked > 0, "no committed offset was sampled");
+
+    // The relay re-sends its last 200 events.
+    relay.stop().await;
+    client
+        .execute(
+            "UPDATE relay_position SET position = position - 200 WHERE topic_prefix = $1",
+            &[&s.settings.topic_prefix],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("move the relay position back: {e}"));
+    let duplicates_before = projector.metrics().duplicates.get();
+    let relay = s.relay().await;
+    let later = s.append_rounds(8..9).await;
+    eventually("the re-sent events to be skipped", || {
+        let d = projector.metrics().duplicates.get();
+        async move { (d > duplicates_before).then_some(()) }
+    })
+    .await;
+    assert_identical(&s, &runner, later).await;
+    projector
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("projector: {e}"));
+    relay.stop().await;
+    runner.shutdown().await;
+}
+
+/// Events up to `head` that land in the Kafka-mode projections' topics.
+async fn count_in(client: &tokio_postgres::Client, head: u64) -> usize {
+    let categories: Vec<String> = kafka_mode()
+        .iter()
+        .flat_map(|p| p.categories().iter())
+        .map(|c| c.to_string())
+        .collect();
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE global_position <= $1 \
+             AND split_part(stream_id, '-', 1) = ANY($2)",
+            &[&(head as i64), &categories],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .unwrap_or_else(|e| panic!("count: {e}"));
+    usize::try_from(n).unwrap_or(0)
+}
