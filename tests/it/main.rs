@@ -6,6 +6,7 @@ mod commands;
 mod doors_core;
 mod doors_fuzz;
 mod doors_operator;
+mod doors_provider;
 mod doors_rp;
 mod kafka;
 mod login_b;
