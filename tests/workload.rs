@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 /// Events one [`Workload::round`] appends (checked by the fixture test).
-pub const EVENTS_PER_ROUND: usize = 76;
+pub const EVENTS_PER_ROUND: usize = 77;
 
 /// The command handlers and the clock a workload drives.
 #[derive(Debug)]
@@ -282,6 +282,13 @@ impl<S: EventStore> Workload<S> {
         ok(
             "grant",
             self.cmds.grant_points(&self.system(), &program, s[0]).await,
+        );
+        // The provider's first attempt fails; its retry succeeds.
+        ok(
+            "failed grant",
+            self.cmds
+                .report_grant_failed(&self.rp(&psp), &program, s[1], "account frozen")
+                .await,
         );
         ok(
             "grant",

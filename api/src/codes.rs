@@ -160,6 +160,8 @@ api_codes! {
     PAYMENT_SERVICE_NOT_LINKED = 409,
     NO_REVERSAL_OWED = 409,
     REVERSAL_EXCEEDS_OWED = 409,
+    /// The application has had the most failed grants recorded for its payment-service link.
+    GRANT_FAILURES_EXHAUSTED = 409,
     SAME_OUTCOME = 409,
     PATCH_ALREADY_REQUESTED = 409,
     PATCH_NOT_FOUND = 404,

@@ -135,4 +135,23 @@ impl<S: EventStore> Commands<S> {
         )
         .await
     }
+
+    /// The payment provider reports that it could not grant the approved points; the
+    /// application still awaits a grant (see [`mykey_domain::application::MAX_GRANT_FAILURES`]).
+    pub async fn report_grant_failed(
+        &self,
+        meta: &CommandMeta,
+        program: &ProgramId,
+        subject: SubjectId,
+        reason: &str,
+    ) -> Result<ApplicationState> {
+        self.execute::<Application>(
+            meta,
+            ApplicationId::of(program, &subject),
+            ApplicationCommand::ReportGrantFailed {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
 }

@@ -88,14 +88,18 @@ impl<S: EventStore> Commands<S> {
                             stream: stream_of::<Subject>(subject_id)?,
                             state: SubjectState::default(),
                             version: 0,
+                            position: 0,
                             seen_command: false,
+                            command_position: None,
                         },
                     };
                     let ppid_loaded = crate::Loaded::<PpidAggregate> {
                         stream: stream_of::<PpidAggregate>(&ppid)?,
                         state: None,
                         version: 0,
+                        position: 0,
                         seen_command: false,
+                        command_position: None,
                     };
                     let streams = [
                         self.stream_append(&cert, &certificate_events)?,
@@ -278,15 +282,36 @@ impl<S: EventStore> Commands<S> {
 
     /// Revokes a PPID, by its relying party or its citizen (from `meta.role`). Appends to the
     /// PPID and the subject atomically; the next registration for that RP issues a new PPID.
-    pub async fn revoke_ppid(&self, meta: &CommandMeta, ppid: &Ppid) -> Result<(), CommandError> {
+    ///
+    /// Returns the global position of the last event the revocation wrote (the first run's on
+    /// a repeated command id).
+    pub async fn revoke_ppid(&self, meta: &CommandMeta, ppid: &Ppid) -> Result<u64, CommandError> {
         self.guard_acting_rp(meta).await?;
-        self.with_retry(meta, None, || async move {
-            let s = self
-                .plan_ppid_release(meta, None, ppid, PpidCommand::Revoke)
-                .await?;
-            Ok((s, ()))
-        })
-        .await
+        let ((), position) = self
+            .with_retry_at(meta, None, || async move {
+                let s = self
+                    .plan_ppid_release(meta, None, ppid, PpidCommand::Revoke)
+                    .await?;
+                Ok((s, ()))
+            })
+            .await?;
+        if let Some(p) = position {
+            return Ok(p);
+        }
+        // Nothing appended: this command id already revoked it (`plan_ppid_release` found
+        // it). Its events are in the PPID's stream and its subject's.
+        let ppid_stream = stream_of::<PpidAggregate>(ppid)?;
+        let mut streams = vec![ppid_stream.clone()];
+        if let Some(record) = self.load::<PpidAggregate>(&ppid_stream, None).await?.state {
+            streams.push(stream_of::<Subject>(record.subject)?);
+        }
+        self.command_position(&streams, meta.command_id)
+            .await?
+            .ok_or_else(|| {
+                CommandError::Store(mykey_store::StoreError::Unavailable(
+                    "a repeated PPID revocation left no event of its command".into(),
+                ))
+            })
     }
 
     /// The appends that revoke or invalidate a PPID (PPID stream + subject stream).

@@ -13,6 +13,10 @@
 //!   that finds its own command id already in the stream returns without deciding again;
 //! - decisions spanning aggregates (login, renewal, PPID revocation, data patches) are one
 //!   multi-stream append: all or nothing;
+//! - a command reports the global position it wrote ([`Executed::position`], the position
+//!   `revoke_ppid` returns): the last event of its append, taken from the store's
+//!   [`AppendOutcome`]; a repeated command id reports the first run's position, so an HTTP
+//!   retry answers the same `position` as the first answer;
 //! - errors separate business refusals ([`CommandError::Domain`], stable code) from
 //!   infrastructure failures.
 //!
@@ -26,20 +30,20 @@
 //! cmds.load_subject(subject) / cmds.load_ppid(&ppid)
 //! cmds.link_renewal(&meta, &old_cert, &new_cert)       -> Result<SubjectId, CommandError>
 //! cmds.mark_certificate_revoked(&meta, &cert, reason)  -> Result<(), CommandError>
-//! cmds.revoke_ppid(&meta, &ppid)                       -> Result<(), CommandError>
+//! cmds.revoke_ppid(&meta, &ppid)                       -> Result<u64 (position), CommandError>
 //! cmds.register_relying_party(&meta, RegisterRelyingParty { .. }) -> Result<RelyingPartyState, _>
 //! cmds.rotate_relying_party_key(&meta, &rp_id, jwk)    -> Result<RelyingPartyState, _>
 //! cmds.suspend_relying_party(&meta, &rp_id, reason) / resume_relying_party / retire_relying_party
 //! cmds.load_relying_party(&rp_id)                      -> Result<Option<RelyingPartyState>, _>
 //! ```
 //!
-//! # Other handlers (each returns `Executed { state, version, appended, deduplicated }`)
+//! # Other handlers (each returns `Executed { state, version, position, appended, deduplicated }`)
 //! ```text
 //! programs:      create_program(&meta, CreateProgram{..}), extend_program, pause_program,
 //!                resume_program, close_program, load_program
 //! applications:  submit_application(&meta, subject, &program, &psp), link_payment_service,
 //!                record_review(.., ReviewOutcome), grant_points, unlink_payment_service,
-//!                record_reversal_paid,
+//!                record_reversal_paid, report_grant_failed,
 //!                load_application
 //! data patches:  request_patch(&meta, RequestPatch{..}), dry_run_patch, approve_patch,
 //!                reject_patch, apply_patch, expire_patch, load_patch
@@ -217,6 +221,11 @@ pub struct Executed<S> {
     pub state: S,
     /// The stream's version after the command (0: the stream does not exist).
     pub version: u64,
+    /// The global position of the last event the command wrote: from this call's append, or
+    /// the first run's when `deduplicated`. A command that decided nothing new reports the
+    /// position of the last event of the stream it decided on (0: no stream), which a read
+    /// with that `min_position` reflects as well.
+    pub position: u64,
     /// Events appended by this call (0 when the decision was a no-op or a repeat).
     pub appended: usize,
     /// True when this command id had already been applied.
@@ -230,8 +239,12 @@ pub struct Loaded<A: Aggregate> {
     pub state: A::State,
     /// Last version read (0: no stream).
     pub version: u64,
+    /// Global position of the stream's last event (0: no stream).
+    pub position: u64,
     /// The given command id already appended to this stream.
     pub seen_command: bool,
+    /// Global position of the last event the given command id appended to this stream.
+    pub command_position: Option<u64>,
 }
 
 impl<A: Aggregate> Loaded<A> {
@@ -382,17 +395,21 @@ impl<S: EventStore> Commands<S> {
         A: Aggregate + EventCodec<DomainEvent = <A as Aggregate>::Event>,
     {
         let mut state = A::State::default();
-        let mut seen_command = false;
+        let mut command_position = None;
         for env in envelopes {
             let event = A::decode(&env.event_type, env.schema_version, &env.payload)?;
             state = A::evolve(state, &event);
-            seen_command |= Some(env.metadata.command_id) == command_id;
+            if Some(env.metadata.command_id) == command_id {
+                command_position = Some(env.global_position);
+            }
         }
         Ok(Loaded {
             stream: stream.clone(),
             state,
             version: envelopes.last().map_or(0, |e| e.stream_version),
-            seen_command,
+            position: envelopes.last().map_or(0, |e| e.global_position),
+            seen_command: command_position.is_some(),
+            command_position,
         })
     }
 
@@ -501,10 +518,12 @@ impl<S: EventStore> Commands<S> {
         let mut deduplicated_elsewhere = false;
         for _ in 0..MAX_ATTEMPTS {
             let loaded = self.load::<A>(stream, Some(meta.command_id)).await?;
-            if loaded.seen_command {
+            if let Some(position) = loaded.command_position {
+                // A single-stream command's events are all in this stream.
                 return Ok(Executed {
                     state: loaded.state,
                     version: loaded.version,
+                    position,
                     appended: 0,
                     deduplicated: true,
                 });
@@ -524,6 +543,7 @@ impl<S: EventStore> Commands<S> {
                 return Ok(Executed {
                     state,
                     version: loaded.version,
+                    position: loaded.position,
                     appended: 0,
                     deduplicated: false,
                 });
@@ -540,6 +560,7 @@ impl<S: EventStore> Commands<S> {
                             .streams
                             .first()
                             .map_or(loaded.version, |s| s.last_version),
+                        position: outcome.last_position,
                         appended: events.len(),
                         deduplicated: false,
                     })
@@ -556,6 +577,23 @@ impl<S: EventStore> Commands<S> {
         })
     }
 
+    /// The global position of the last event `command_id` appended to any of `streams`
+    /// (`None`: it appended to none of them). For a repeated multi-stream command, whose
+    /// first run's position is no longer at hand.
+    pub(crate) async fn command_position(
+        &self,
+        streams: &[StreamId],
+        command_id: Uuid,
+    ) -> Result<Option<u64>, CommandError> {
+        let read = self.store.read_streams(streams).await?;
+        Ok(read
+            .iter()
+            .flatten()
+            .filter(|e| e.metadata.command_id == command_id)
+            .map(|e| e.global_position)
+            .max())
+    }
+
     /// Appends a multi-stream decision, retrying `attempt` (which re-loads and re-decides)
     /// on a version conflict. `attempt` returns the streams to append (empty: nothing to do)
     /// and the value to hand back.
@@ -563,8 +601,24 @@ impl<S: EventStore> Commands<S> {
         &self,
         meta: &CommandMeta,
         patch_id: Option<Uuid>,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<T, CommandError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<StreamAppend>, T), CommandError>>,
+    {
+        Ok(self.with_retry_at(meta, patch_id, attempt).await?.0)
+    }
+
+    /// [`Commands::with_retry`], also answering the global position the append wrote (the
+    /// first append's when the store deduplicated it); `None` when `attempt` found nothing to
+    /// append.
+    pub(crate) async fn with_retry_at<T, F, Fut>(
+        &self,
+        meta: &CommandMeta,
+        patch_id: Option<Uuid>,
+        mut attempt: F,
+    ) -> Result<(T, Option<u64>), CommandError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(Vec<StreamAppend>, T), CommandError>>,
@@ -573,7 +627,7 @@ impl<S: EventStore> Commands<S> {
         for _ in 0..MAX_ATTEMPTS {
             let (streams, value) = attempt().await?;
             if streams.is_empty() {
-                return Ok(value);
+                return Ok((value, None));
             }
             match self.try_append(meta, patch_id, streams).await {
                 Ok(outcome) if outcome.deduplicated => {
@@ -581,11 +635,11 @@ impl<S: EventStore> Commands<S> {
                     // it (nothing left to do), or the id belongs to a different command.
                     let (streams, value) = attempt().await?;
                     if streams.is_empty() {
-                        return Ok(value);
+                        return Ok((value, Some(outcome.last_position)));
                     }
                     return Err(command_id_reused(meta));
                 }
-                Ok(_) => return Ok(value),
+                Ok(outcome) => return Ok((value, Some(outcome.last_position))),
                 Err(AttemptError::Conflict(s)) => {
                     tracing::debug!(stream = %s, "version conflict, re-deciding");
                     last = Some(s);

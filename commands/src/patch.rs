@@ -239,9 +239,21 @@ impl<S: EventStore> Commands<S> {
         for _ in 0..crate::MAX_ATTEMPTS {
             let loaded = self.load::<Patch>(&stream, Some(meta.command_id)).await?;
             if loaded.seen_command {
+                // The compensations went to the plan's streams in the same append.
+                let mut streams = vec![stream.clone()];
+                if let Some(p) = &loaded.state {
+                    for planned in &p.plan {
+                        streams.push(StreamId::parse(&planned.stream)?);
+                    }
+                }
+                let position = self
+                    .command_position(&streams, meta.command_id)
+                    .await?
+                    .unwrap_or(loaded.position);
                 return Ok(Executed {
                     state: loaded.state,
                     version: loaded.version,
+                    position,
                     appended: 0,
                     deduplicated: true,
                 });
@@ -278,6 +290,7 @@ impl<S: EventStore> Commands<S> {
                             .streams
                             .first()
                             .map_or(loaded.version, |s| s.last_version),
+                        position: outcome.last_position,
                         appended,
                         deduplicated: false,
                     })

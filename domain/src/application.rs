@@ -8,7 +8,11 @@
 //! - a review outcome is corrected only by a data patch; a correction after a grant records
 //!   the reversal owed (the grant is not erased) and allows a new grant for the new outcome;
 //! - the payment provider records a reversal paid only up to the points still owed, so the
-//!   owed balance never goes below zero.
+//!   owed balance never goes below zero;
+//! - a failed grant is reported only where a grant could have been made (approved, linked, not
+//!   yet granted) and leaves the application awaiting a grant: the provider may try again. At
+//!   most [`MAX_GRANT_FAILURES`] failures are recorded per link; linking a payment service
+//!   again (the usual cure for a closed or wrong account) starts the count afresh.
 
 use crate::program::{existing as existing_program, ProgramState};
 use crate::relying_party::{ensure_active, RelyingPartyState, RpKind};
@@ -16,6 +20,11 @@ use crate::{
     check_text, Context, DomainError, ErrorCode, ProgramId, RelyingPartyId, Role, SubjectId,
 };
 use uuid::Uuid;
+
+/// Failed grants recorded per payment-service link. A provider retrying once a day gives up
+/// within two weeks; past this the account, not the attempt, is the problem: the citizen must
+/// link a payment service again, and the stream stays bounded.
+pub const MAX_GRANT_FAILURES: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReviewOutcome {
@@ -41,6 +50,8 @@ pub struct ApplicationState {
     pub granted_points: Option<u64>,
     /// Points granted under earlier, corrected outcomes that must be reversed.
     pub reversal_owed_points: u64,
+    /// Grants the payment provider reported failed since the current link was made.
+    pub grant_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +83,10 @@ pub enum ApplicationCommand {
     /// The payment provider took back `points` of the reversal owed.
     RecordReversalPaid {
         points: u64,
+    },
+    /// The payment provider could not credit the approved points (e.g. the account is closed).
+    ReportGrantFailed {
+        reason: String,
     },
 }
 
@@ -112,6 +127,12 @@ pub enum ApplicationEvent {
         points: u64,
         payment_service: RelyingPartyId,
     },
+    /// The payment service could not grant the approved points; the application still awaits
+    /// a grant.
+    GrantFailed {
+        reason: String,
+        payment_service: RelyingPartyId,
+    },
 }
 
 #[derive(Debug)]
@@ -132,6 +153,51 @@ fn check_outcome(outcome: &ReviewOutcome) -> Result<(), DomainError> {
         ReviewOutcome::Approved { .. } => Ok(()),
         ReviewOutcome::Rejected { reason } => check_text("reason", reason),
     }
+}
+
+/// Whether `ctx` may act for the application's payment service (or is the platform).
+fn by_payment_service(
+    a: &ApplicationState,
+    ctx: &Context<'_>,
+    why: &str,
+) -> Result<(), DomainError> {
+    match ctx.role() {
+        Role::System => Ok(()),
+        Role::RelyingParty(rp) if *rp == a.payment_service => Ok(()),
+        _ => Err(DomainError::not_authorised(ctx, why)),
+    }
+}
+
+/// The points a grant would credit now: approved, not yet granted, a payment service linked.
+fn grantable(a: &ApplicationState) -> Result<u64, DomainError> {
+    let points = match &a.outcome {
+        None => {
+            return Err(DomainError::new(
+                ErrorCode::NOT_REVIEWED,
+                "the application has not been reviewed",
+            ))
+        }
+        Some(ReviewOutcome::Rejected { .. }) => {
+            return Err(DomainError::new(
+                ErrorCode::APPLICATION_REJECTED,
+                "the application was rejected",
+            ))
+        }
+        Some(ReviewOutcome::Approved { points }) => *points,
+    };
+    if a.granted_points.is_some() {
+        return Err(DomainError::new(
+            ErrorCode::POINTS_ALREADY_GRANTED,
+            "points were already granted for this outcome",
+        ));
+    }
+    if a.link_ref.is_none() {
+        return Err(DomainError::new(
+            ErrorCode::PAYMENT_SERVICE_NOT_LINKED,
+            "no payment service is linked to receive the points",
+        ));
+    }
+    Ok(points)
 }
 
 pub fn decide(
@@ -179,18 +245,14 @@ pub fn decide(
         }
         C::LinkPaymentService { link_ref } => {
             let a = existing(state)?;
-            match ctx.role() {
-                Role::System => {}
-                Role::RelyingParty(rp) if *rp == a.payment_service => {}
-                // The citizen enters their account reference on the platform's own screens
-                // (the citizen door), as on the national point site.
-                Role::Citizen(s) if *s == a.subject => {}
-                _ => {
-                    return Err(DomainError::not_authorised(
-                        ctx,
-                        "the citizen, the chosen payment provider (or the platform) links",
-                    ))
-                }
+            // The citizen enters their account reference on the platform's own screens
+            // (the citizen door), as on the national point site.
+            if !matches!(ctx.role(), Role::Citizen(s) if *s == a.subject) {
+                by_payment_service(
+                    a,
+                    ctx,
+                    "the citizen, the chosen payment provider (or the platform) links",
+                )?;
             }
             if a.link_ref.is_some() {
                 return Err(DomainError::new(
@@ -224,45 +286,37 @@ pub fn decide(
         }
         C::GrantPoints => {
             let a = existing(state)?;
-            match ctx.role() {
-                Role::System => {}
-                Role::RelyingParty(rp) if *rp == a.payment_service => {}
-                _ => {
-                    return Err(DomainError::not_authorised(
-                        ctx,
-                        "points are granted by the platform's payment batch or the provider",
-                    ))
-                }
-            }
-            let points = match &a.outcome {
-                None => {
-                    return Err(DomainError::new(
-                        ErrorCode::NOT_REVIEWED,
-                        "the application has not been reviewed",
-                    ))
-                }
-                Some(ReviewOutcome::Rejected { .. }) => {
-                    return Err(DomainError::new(
-                        ErrorCode::APPLICATION_REJECTED,
-                        "the application was rejected",
-                    ))
-                }
-                Some(ReviewOutcome::Approved { points }) => *points,
-            };
-            if a.granted_points.is_some() {
-                return Err(DomainError::new(
-                    ErrorCode::POINTS_ALREADY_GRANTED,
-                    "points were already granted for this outcome",
-                ));
-            }
-            if a.link_ref.is_none() {
-                return Err(DomainError::new(
-                    ErrorCode::PAYMENT_SERVICE_NOT_LINKED,
-                    "no payment service is linked to receive the points",
-                ));
-            }
+            by_payment_service(
+                a,
+                ctx,
+                "points are granted by the platform's payment batch or the provider",
+            )?;
+            let points = grantable(a)?;
             Ok(vec![E::PointsGranted {
                 points,
+                payment_service: a.payment_service.clone(),
+            }])
+        }
+        C::ReportGrantFailed { reason } => {
+            let a = existing(state)?;
+            by_payment_service(
+                a,
+                ctx,
+                "only the application's payment service reports its failed grant",
+            )?;
+            grantable(a)?;
+            check_text("reason", &reason)?;
+            if a.grant_failures >= MAX_GRANT_FAILURES {
+                return Err(DomainError::new(
+                    ErrorCode::GRANT_FAILURES_EXHAUSTED,
+                    format!(
+                        "{MAX_GRANT_FAILURES} failed grants are recorded for this link; \
+                         the citizen must link a payment service again"
+                    ),
+                ));
+            }
+            Ok(vec![E::GrantFailed {
+                reason,
                 payment_service: a.payment_service.clone(),
             }])
         }
@@ -311,16 +365,11 @@ pub fn decide(
         }
         C::RecordReversalPaid { points } => {
             let a = existing(state)?;
-            match ctx.role() {
-                Role::System => {}
-                Role::RelyingParty(rp) if *rp == a.payment_service => {}
-                _ => {
-                    return Err(DomainError::not_authorised(
-                        ctx,
-                        "the payment service that granted the points records their reversal",
-                    ))
-                }
-            }
+            by_payment_service(
+                a,
+                ctx,
+                "the payment service that granted the points records their reversal",
+            )?;
             if points == 0 {
                 return Err(DomainError::new(
                     ErrorCode::POINTS_MUST_BE_POSITIVE,
@@ -370,9 +419,11 @@ pub fn evolve(
             outcome: None,
             granted_points: None,
             reversal_owed_points: 0,
+            grant_failures: 0,
         }),
         (Some(mut a), E::PaymentServiceLinked { link_ref, .. }) => {
             a.link_ref = Some(link_ref.clone());
+            a.grant_failures = 0;
             Some(a)
         }
         (Some(mut a), E::ReviewRecorded { outcome }) => {
@@ -402,6 +453,10 @@ pub fn evolve(
         }
         (Some(mut a), E::ReversalPaid { points, .. }) => {
             a.reversal_owed_points = a.reversal_owed_points.saturating_sub(*points);
+            Some(a)
+        }
+        (Some(mut a), E::GrantFailed { .. }) => {
+            a.grant_failures = a.grant_failures.saturating_add(1);
             Some(a)
         }
         (None, _) => None,

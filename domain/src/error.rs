@@ -73,6 +73,8 @@ error_codes! {
     NO_REVERSAL_OWED,
     /// A reversal paid larger than the points still owed.
     REVERSAL_EXCEEDS_OWED,
+    /// [`crate::application::MAX_GRANT_FAILURES`] failed grants on the current link.
+    GRANT_FAILURES_EXHAUSTED,
 
     PATCH_ALREADY_REQUESTED,
     PATCH_NOT_FOUND,

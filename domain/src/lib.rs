@@ -180,12 +180,20 @@ pub trait Aggregate {
     }
 }
 
-/// Checks a free-text field: non-empty after trimming and at most [`MAX_TEXT_LEN`] bytes.
+/// Checks a free-text field: non-empty after trimming, at most [`MAX_TEXT_LEN`] bytes, and no
+/// NUL (U+0000), which the read models' PostgreSQL `text` columns cannot hold: recorded, it
+/// would stop every projection that shows the field.
 pub(crate) fn check_text(field: &str, value: &str) -> Result<(), DomainError> {
     if value.trim().is_empty() {
         return Err(DomainError::new(
             ErrorCode::INVALID_INPUT,
             format!("{field} must not be empty"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(DomainError::new(
+            ErrorCode::INVALID_INPUT,
+            format!("{field} must not contain NUL"),
         ));
     }
     if value.len() > MAX_TEXT_LEN {

@@ -31,20 +31,20 @@ const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
 /// How long a test waits for the projections to apply what it wrote.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
-struct App {
+pub(super) struct App {
     base: String,
-    http: reqwest::Client,
-    cmds: Commands<PgEventStore>,
+    pub(super) http: reqwest::Client,
+    pub(super) cmds: Commands<PgEventStore>,
     _db: TestDb,
 }
 
 /// A relying party and its access token.
-struct Rp {
-    id: RelyingPartyId,
-    token: String,
+pub(super) struct Rp {
+    pub(super) id: RelyingPartyId,
+    pub(super) token: String,
 }
 
-type Got = (u16, String, Value);
+pub(super) type Got = (u16, String, Value);
 
 fn b64u(b: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(b)
@@ -71,7 +71,7 @@ fn es256(key: &EcdsaKeyPair, claims: &Value) -> String {
     format!("{input}.{}", b64u(sig.as_ref()))
 }
 
-async fn json_of(resp: reqwest::Response) -> Got {
+pub(super) async fn json_of(resp: reqwest::Response) -> Got {
     let status = resp.status().as_u16();
     let ct = resp
         .headers()
@@ -84,13 +84,13 @@ async fn json_of(resp: reqwest::Response) -> Got {
 }
 
 #[track_caller]
-fn assert_problem(got: &Got, status: u16, code: &str) {
+pub(super) fn assert_problem(got: &Got, status: u16, code: &str) {
     assert_eq!(got.0, status, "status for {code}: {:?}", got.2);
     assert_eq!(got.1, "application/problem+json", "content type for {code}");
     assert_eq!(got.2["code"], code, "{:?}", got.2);
 }
 
-async fn spawn() -> App {
+pub(super) async fn spawn() -> App {
     let db = TestDb::create().await;
     let vars: HashMap<&str, String> = HashMap::from([
         ("MYKEY_LISTEN", "127.0.0.1:0".to_owned()),
@@ -125,12 +125,12 @@ fn operator_meta() -> CommandMeta {
 }
 
 impl App {
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Registers `id` through the operator door and gets its access token.
-    async fn rp(&self, id: &str, kind: &str) -> Rp {
+    pub(super) async fn rp(&self, id: &str, kind: &str) -> Rp {
         let key = new_key();
         let p = key.public_key().as_ref();
         let jwk =
@@ -179,7 +179,7 @@ impl App {
         }
     }
 
-    async fn head(&self) -> u64 {
+    pub(super) async fn head(&self) -> u64 {
         self.cmds
             .store()
             .head()
@@ -188,7 +188,7 @@ impl App {
     }
 
     /// GET `path` as `token` (None: no credential), after the read models reached the log head.
-    async fn get(&self, path: &str, token: Option<&str>) -> Got {
+    pub(super) async fn get(&self, path: &str, token: Option<&str>) -> Got {
         let mut r = self
             .http
             .get(self.url(path))
@@ -219,7 +219,13 @@ impl App {
     }
 
     /// POST `body` (None: no body) to `path` as `token`, with `key` as Idempotency-Key.
-    async fn post(&self, path: &str, token: Option<&str>, body: Option<&Value>, key: &str) -> Got {
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        key: &str,
+    ) -> Got {
         let mut r = self
             .http
             .post(self.url(path))
@@ -261,7 +267,7 @@ impl App {
 
 /// A citizen logs in at `city` (a PPID issued to it), applies to `program` choosing `psp`, and
 /// the provider links the account.
-async fn citizen_applies(
+pub(super) async fn citizen_applies(
     app: &App,
     n: u32,
     city: &RelyingPartyId,
@@ -293,7 +299,7 @@ async fn citizen_applies(
     (s, login.ppid.as_str().to_owned())
 }
 
-async fn create_program(app: &App, id: &str, city: &RelyingPartyId) -> ProgramId {
+pub(super) async fn create_program(app: &App, id: &str, city: &RelyingPartyId) -> ProgramId {
     let program = ProgramId::parse(id).unwrap_or_else(|e| panic!("{e}"));
     let now = Utc::now();
     app.cmds

@@ -49,6 +49,7 @@ use utoipa::OpenApi;
         crate::routes::rp::notices_ical,
         crate::routes::provider::awaiting_grant,
         crate::routes::provider::confirm_grant,
+        crate::routes::provider::grant_failed,
         crate::routes::provider::reversal_paid,
         crate::routes::citizen::open_session,
         crate::routes::citizen::applications::open_programs,

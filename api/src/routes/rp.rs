@@ -117,13 +117,6 @@ pub(super) fn command_problem(e: CommandError) -> Problem {
     }
 }
 
-/// The log head after a command: at or after the position it wrote, so a read with this
-/// `min_position` sees it.
-pub(super) async fn written_position(state: &AppState) -> Result<u64, Problem> {
-    use mykey_store::EventStore as _;
-    state.store.head().await.map_err(Problem::unavailable)
-}
-
 /// The body as the idempotency check compares it (re-serialised: whitespace and key order do
 /// not make two identical requests different).
 pub(super) fn canonical<T: Serialize>(body: &T) -> Vec<u8> {
@@ -154,6 +147,11 @@ pub struct RpApplication {
     pub reject_reason: Option<String>,
     pub granted_points: Option<i64>,
     pub reversal_owed_points: i64,
+    /// Grants the payment provider reported failed since the current payment-service link
+    /// (the application still awaits a grant; at most 10 per link).
+    pub grant_failures: i32,
+    /// The provider's reason for the last of those failures.
+    pub last_grant_failure: Option<String>,
     #[schema(value_type = String, format = DateTime)]
     pub submitted_at: DateTime<Utc>,
     #[schema(value_type = String, format = DateTime)]
@@ -174,6 +172,8 @@ impl RpApplication {
             reject_reason: a.reject_reason.clone(),
             granted_points: a.granted_points,
             reversal_owed_points: a.reversal_owed_points,
+            grant_failures: a.grant_failures,
+            last_grant_failure: a.last_grant_failure.clone(),
             submitted_at: a.submitted_at,
             changed_at: a.changed_at,
         }
@@ -294,13 +294,14 @@ pub async fn revoke_ppid(
             b"",
             move |id| async move {
                 let cmds = Commands::new(state_ref.store.clone());
-                cmds.revoke_ppid(&rp_meta(rp_ref, c_ref, id), ppid_ref)
+                let position = cmds
+                    .revoke_ppid(&rp_meta(rp_ref, c_ref, id), ppid_ref)
                     .await
                     .map_err(command_problem)?;
                 Ok(Answer::new(
                     StatusCode::OK,
                     serde_json::json!({ "ppid": ppid_ref.as_str(), "status": "revoked" }),
-                    Some(written_position(state_ref).await?),
+                    Some(position),
                 ))
             },
         )
@@ -465,14 +466,15 @@ pub async fn record_review(
             &canonical(&*body),
             move |id| async move {
                 let cmds = Commands::new(state_ref.store.clone());
-                cmds.record_review(
-                    &rp_meta(rp_ref, c_ref, id),
-                    program_ref,
-                    subject,
-                    outcome_ref.clone(),
-                )
-                .await
-                .map_err(command_problem)?;
+                let done = cmds
+                    .record_review(
+                        &rp_meta(rp_ref, c_ref, id),
+                        program_ref,
+                        subject,
+                        outcome_ref.clone(),
+                    )
+                    .await
+                    .map_err(command_problem)?;
                 let mut view = RpApplication::of(a_ref);
                 match outcome_ref {
                     ReviewOutcome::Approved { points } => {
@@ -487,7 +489,7 @@ pub async fn record_review(
                 Ok(Answer::new(
                     StatusCode::OK,
                     serde_json::to_value(view).map_err(|_| Problem::internal())?,
-                    Some(written_position(state_ref).await?),
+                    Some(done.position),
                 ))
             },
         )

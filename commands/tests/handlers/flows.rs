@@ -307,8 +307,22 @@ async fn a_patch_invalidates_a_ppid_exactly_as_its_dry_run_showed() {
         ErrorCode::PATCH_NOT_APPROVED,
     );
     ok(w.cmds.approve_patch(&operator("op-2"), patch).await);
-    let applied = ok(w.cmds.apply_patch(&operator("op-2"), patch).await);
+    let apply_meta = operator("op-2");
+    let applied = ok(w.cmds.apply_patch(&apply_meta, patch).await);
     assert_eq!(applied.state.map(|p| p.status), Some(PatchStatus::Applied));
+    // The answer's position is the last compensating event's (the append's last), and a
+    // repeat of the same command, after others wrote, answers it again.
+    let head = w
+        .cmds
+        .store()
+        .all_events()
+        .last()
+        .map(|e| e.global_position);
+    assert_eq!(Some(applied.position), head);
+    login(&w, "a9").await;
+    let repeated = ok(w.cmds.apply_patch(&apply_meta, patch).await);
+    assert!(repeated.deduplicated);
+    assert_eq!(repeated.position, applied.position);
 
     // Exactly the dry-run's events (ids and bytes), with the patch id, in one append.
     let events = w.cmds.store().all_events();
@@ -604,6 +618,47 @@ async fn repeating_a_command_id_appends_nothing_and_succeeds() {
     let again = ok(cmds.register_test_card(&meta, &card, "c").await);
     assert!(!first.deduplicated && again.deduplicated);
     assert_eq!(cmds.store().all_events().len(), 1);
+    assert_eq!((first.position, again.position), (1, 1));
+}
+
+#[tokio::test]
+async fn a_command_reports_the_position_it_wrote_and_a_repeat_the_first_one() {
+    let w = world().await;
+    let s = citizen(1);
+    approved_application(&w, s, 500).await;
+    let grant = CommandMeta::new("batch", mykey_domain::Role::System, Uuid::new_v4());
+    let first = ok(w.cmds.grant_points(&grant, &w.program, s).await);
+    let written = w
+        .cmds
+        .store()
+        .all_events()
+        .last()
+        .map(|e| e.global_position);
+    assert_eq!(Some(first.position), written);
+    // Others write; the log head moves past it; the repeat answers the first position.
+    approved_application(&w, citizen(2), 500).await;
+    let again = ok(w.cmds.grant_points(&grant, &w.program, s).await);
+    assert!(again.deduplicated);
+    assert_eq!(again.position, first.position);
+    assert!(w.cmds.store().all_events().len() as u64 > first.position);
+    // Each handler answers its own event's position.
+    let unlink = CommandMeta::new(
+        s.to_string(),
+        mykey_domain::Role::Citizen(s),
+        Uuid::new_v4(),
+    );
+    let unlinked = ok(w
+        .cmds
+        .unlink_payment_service(&unlink, &w.program, s, "moving banks")
+        .await);
+    assert_eq!(
+        Some(unlinked.position),
+        w.cmds
+            .store()
+            .all_events()
+            .last()
+            .map(|e| e.global_position)
+    );
 }
 
 /// Appends a competing request right before the handler's first append.

@@ -360,14 +360,23 @@ async fn repeating_a_ppid_revocation_with_the_same_command_id_is_a_no_op() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let meta = as_rp(&rp);
-    cmds.revoke_ppid(&meta, &l.ppid)
+    let first = cmds
+        .revoke_ppid(&meta, &l.ppid)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let n = cmds.store().all_events().len();
-    cmds.revoke_ppid(&meta, &l.ppid)
+    // The PPID's and the subject's events: the position is the last of them.
+    assert_eq!(first, n as u64);
+    cmds.register_login(&system(), &cert("62"), &rp)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = cmds.store().all_events().len();
+    let again = cmds
+        .revoke_ppid(&meta, &l.ppid)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cmds.store().all_events().len(), n);
+    assert_eq!(again, first, "a repeat answers the first position");
     assert_code(
         cmds.revoke_ppid(&as_rp(&rp), &l.ppid).await,
         ErrorCode::PPID_ALREADY_REVOKED,

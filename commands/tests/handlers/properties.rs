@@ -45,6 +45,7 @@ enum Op {
     Link { who: u8 },
     Review { who: u8, points: u64, reject: bool },
     Grant { who: u8 },
+    GrantFailed { who: u8 },
     Unlink { who: u8 },
     Card { card: u8, action: u8 },
 }
@@ -73,6 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
             reject
         }),
         (0..3u8).prop_map(|who| Op::Grant { who }),
+        (0..3u8).prop_map(|who| Op::GrantFailed { who }),
         (0..3u8).prop_map(|who| Op::Unlink { who }),
         (0..2u8, 0..5u8).prop_map(|(card, action)| Op::Card { card, action }),
     ]
@@ -395,6 +397,12 @@ async fn run(cmds: &Cmds, f: &Fixture, op: Op) {
         }
         Op::Grant { who: w } => {
             let r = cmds.grant_points(&batch(), &f.program, who(w)).await;
+            check_state::<Application>(cmds, &app_stream(w), r).await;
+        }
+        Op::GrantFailed { who: w } => {
+            let r = cmds
+                .report_grant_failed(&batch(), &f.program, who(w), "account closed")
+                .await;
             check_state::<Application>(cmds, &app_stream(w), r).await;
         }
         Op::Unlink { who: w } => {

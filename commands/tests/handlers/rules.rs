@@ -1322,3 +1322,115 @@ fn the_provider_records_a_reversal_paid_up_to_the_points_owed() {
         .when(paid(1))
         .then_reject(E::APPLICATION_NOT_FOUND);
 }
+
+#[test]
+fn the_provider_reports_a_failed_grant_and_the_application_awaits_a_grant_again() {
+    let psp = || Role::RelyingParty(rp("psp"));
+    let failed = || AE::GrantFailed {
+        reason: "account closed".into(),
+        payment_service: rp("psp"),
+    };
+    let report = || AC::ReportGrantFailed {
+        reason: "account closed".into(),
+    };
+    let awaiting = || vec![submitted(), linked(), approved(5_000)];
+    let a = given::<Application>(awaiting())
+        .by("psp", psp())
+        .when(report())
+        .then_expect([failed()]);
+    let a = a.unwrap_or_else(|| panic!("application"));
+    assert_eq!(a.grant_failures, 1);
+    assert_eq!(a.granted_points, None, "a failure grants nothing");
+    // The provider may try again: the grant is still open after a failure.
+    let mut after_failure = awaiting();
+    after_failure.push(failed());
+    given::<Application>(after_failure.clone())
+        .by("psp", psp())
+        .when(AC::GrantPoints)
+        .then_expect([AE::PointsGranted {
+            points: 5_000,
+            payment_service: rp("psp"),
+        }]);
+    // ... and report another failure (the platform's payment batch too).
+    given::<Application>(after_failure)
+        .by("batch", Role::System)
+        .when(report())
+        .then_expect([failed()]);
+    // At most MAX_GRANT_FAILURES per link; a new link starts the count afresh.
+    let max = mykey_domain::application::MAX_GRANT_FAILURES;
+    let mut exhausted = awaiting();
+    exhausted.extend((0..max).map(|_| failed()));
+    given::<Application>(exhausted.clone())
+        .by("psp", psp())
+        .when(report())
+        .then_reject(E::GRANT_FAILURES_EXHAUSTED);
+    exhausted.push(AE::PaymentServiceUnlinked {
+        reason: "wrong account".into(),
+        patch_id: None,
+    });
+    exhausted.push(linked());
+    let relinked = given::<Application>(exhausted)
+        .by("psp", psp())
+        .when(report())
+        .then_expect([failed()]);
+    assert_eq!(relinked.map(|a| a.grant_failures), Some(1));
+    // Only where a grant could be made now.
+    given::<Application>([submitted(), linked()])
+        .by("psp", psp())
+        .when(report())
+        .then_reject(E::NOT_REVIEWED);
+    given::<Application>([
+        submitted(),
+        linked(),
+        AE::ReviewRecorded {
+            outcome: ReviewOutcome::Rejected {
+                reason: "not resident".into(),
+            },
+        },
+    ])
+    .by("psp", psp())
+    .when(report())
+    .then_reject(E::APPLICATION_REJECTED);
+    let mut granted = awaiting();
+    granted.push(AE::PointsGranted {
+        points: 5_000,
+        payment_service: rp("psp"),
+    });
+    given::<Application>(granted)
+        .by("psp", psp())
+        .when(report())
+        .then_reject(E::POINTS_ALREADY_GRANTED);
+    given::<Application>([submitted(), approved(5_000)])
+        .by("psp", psp())
+        .when(report())
+        .then_reject(E::PAYMENT_SERVICE_NOT_LINKED);
+    for reason in [
+        "",
+        "   ",
+        "a\0b",
+        &"x".repeat(mykey_domain::MAX_TEXT_LEN + 1),
+    ] {
+        given::<Application>(awaiting())
+            .by("psp", psp())
+            .when(AC::ReportGrantFailed {
+                reason: reason.to_owned(),
+            })
+            .then_reject(E::INVALID_INPUT);
+    }
+    // Only the application's own payment service (or the platform) reports it.
+    for (id, role) in [
+        ("other", Role::RelyingParty(rp("other-psp"))),
+        ("city", Role::RelyingParty(rp("city"))),
+        ("c", CITIZEN()),
+        ("op", Role::Operator),
+    ] {
+        given::<Application>(awaiting())
+            .by(id, role)
+            .when(report())
+            .then_reject(E::NOT_AUTHORISED);
+    }
+    given::<Application>([])
+        .by("psp", psp())
+        .when(report())
+        .then_reject(E::APPLICATION_NOT_FOUND);
+}

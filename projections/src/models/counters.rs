@@ -89,7 +89,9 @@ impl Projection for DailyCounters {
     }
     fn version(&self) -> u32 {
         // 2: matches ReversalPaid (counts nothing; the rows are those of version 1).
-        2
+        // 3: matches GrantFailed (counts nothing either: the application still awaits its
+        //    grant, which is what the reports count).
+        3
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS
@@ -190,7 +192,8 @@ impl Projection for DailyCounters {
                 // A reversal paid settles owed points; the daily counters count what is owed.
                 ApplicationEvent::PaymentServiceLinked { .. }
                 | ApplicationEvent::PaymentServiceUnlinked { .. }
-                | ApplicationEvent::ReversalPaid { .. } => {}
+                | ApplicationEvent::ReversalPaid { .. }
+                | ApplicationEvent::GrantFailed { .. } => {}
             },
             _ => {}
         }

@@ -30,7 +30,7 @@ use std::fmt::Display;
 use uuid::Uuid;
 
 /// Events in one [`round`].
-pub const EVENTS_PER_ROUND: usize = 59;
+pub const EVENTS_PER_ROUND: usize = 60;
 
 /// Why a round could not be built (a bug in this generator, not in the caller's input).
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +357,17 @@ pub fn round(r: u64) -> Result<Vec<AppendRequest>> {
             vec![ev::<Application>(app, e)?],
         );
     }
+    // The first grant fails (the provider reports it); the retry succeeds.
+    let failed = AE::GrantFailed {
+        reason: "account temporarily frozen".into(),
+        payment_service: psp.clone(),
+    };
+    w.append(
+        psp.as_str(),
+        "relying_party",
+        None,
+        vec![ev::<Application>(&app1, &failed)?],
+    );
     let granted = AE::PointsGranted {
         points: 5_000,
         payment_service: psp.clone(),

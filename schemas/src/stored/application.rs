@@ -88,6 +88,14 @@ pub struct ReversalPaidV1 {
     pub payment_service_id: String,
 }
 
+/// The payment service could not grant the approved points (the application still awaits a
+/// grant; the provider may try again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GrantFailedV1 {
+    pub reason: String,
+    pub payment_service_id: String,
+}
+
 stored! {
     ApplicationSubmittedV1 => "ApplicationSubmitted" v 1,
     PaymentServiceLinkedV1 => "PaymentServiceLinked" v 1,
@@ -96,6 +104,7 @@ stored! {
     PaymentServiceUnlinkedV1 => "PaymentServiceUnlinked" v 1,
     ReviewOutcomeCorrectedV1 => "ReviewOutcomeCorrected" v 1,
     ReversalPaidV1 => "ReversalPaid" v 1,
+    GrantFailedV1 => "GrantFailed" v 1,
 }
 
 pub fn schema_files() -> Vec<SchemaFile> {
@@ -107,6 +116,7 @@ pub fn schema_files() -> Vec<SchemaFile> {
         schema_file::<PaymentServiceUnlinkedV1>(),
         schema_file::<ReviewOutcomeCorrectedV1>(),
         schema_file::<ReversalPaidV1>(),
+        schema_file::<GrantFailedV1>(),
     ]
 }
 
@@ -172,6 +182,13 @@ impl EventCodec for Application {
                 points: *points,
                 payment_service_id: payment_service.to_string(),
             }),
+            E::GrantFailed {
+                reason,
+                payment_service,
+            } => encode(&GrantFailedV1 {
+                reason: reason.clone(),
+                payment_service_id: payment_service.to_string(),
+            }),
         }
     }
 
@@ -231,6 +248,13 @@ impl EventCodec for Application {
                 Ok(E::ReversalPaid {
                     points: p.points,
                     payment_service: rp::<ReversalPaidV1>(&p.payment_service_id)?,
+                })
+            }
+            ("GrantFailed", 1) => {
+                let p = parse::<GrantFailedV1>(payload)?;
+                Ok(E::GrantFailed {
+                    reason: p.reason,
+                    payment_service: rp::<GrantFailedV1>(&p.payment_service_id)?,
                 })
             }
             _ => Err(unknown(event_type, version)),

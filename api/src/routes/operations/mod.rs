@@ -21,7 +21,7 @@ use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::codes::status_of;
 use crate::errors::Problem;
-use crate::http::consistency::{positioned, read_at};
+use crate::http::consistency::read_at;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::{attach_principal, Principal};
 use crate::startup::AppState;
@@ -30,7 +30,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use mykey_commands::{CommandError, CommandMeta, Commands};
 use mykey_projections::models::{PageRequest, QueryError};
 use mykey_store::pg::PgEventStore;
-use mykey_store::EventStore;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -177,8 +176,9 @@ pub fn commands(state: &AppState) -> Commands<PgEventStore> {
 }
 
 /// Runs a state-changing command once per `Idempotency-Key` (required): `command` gets the
-/// command id and answers `(status, body)`; the answer carries the log head after it (at or
-/// after the position it wrote, so a read with that `min_position` sees the command).
+/// command id and answers `(status, body, position)`, `position` being the global position the
+/// command wrote ([`mykey_commands::Executed::position`]), so a read with that
+/// `min_position` sees the command. A retry with the same key answers the stored first answer.
 pub async fn run<F, Fut>(
     state: &AppState,
     req: &HttpRequest,
@@ -188,13 +188,12 @@ pub async fn run<F, Fut>(
 ) -> Result<HttpResponse, Problem>
 where
     F: FnOnce(Uuid) -> Fut,
-    Fut: std::future::Future<Output = Result<(StatusCode, serde_json::Value), Problem>>,
+    Fut: std::future::Future<Output = Result<(StatusCode, serde_json::Value, u64), Problem>>,
 {
     state
         .idempotency
         .run(req, KeyRule::Required, &caller.id, body, |id| async move {
-            let (status, value) = command(id).await?;
-            let position = state.store.head().await.map_err(Problem::unavailable)?;
+            let (status, value, position) = command(id).await?;
             Ok(Answer::new(status, value, Some(position)))
         })
         .await
@@ -223,11 +222,6 @@ pub async fn client(state: &AppState) -> Result<deadpool_postgres::Object, Probl
 /// A page request from `limit` and `cursor`.
 pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, Problem> {
     PageRequest::new(limit, cursor).map_err(query_problem)
-}
-
-/// A JSON read answer reflecting `position`.
-pub fn read_answer(position: u64, body: serde_json::Value) -> HttpResponse {
-    positioned(HttpResponse::Ok(), position, body)
 }
 
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, Problem> {

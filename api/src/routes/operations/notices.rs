@@ -6,6 +6,7 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, RE
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -103,7 +104,7 @@ pub async fn schedule(
             .schedule_maintenance(&who_r.meta(cid), id, d)
             .await
             .map_err(command_problem)?;
-        Ok((StatusCode::CREATED, answer(id, done.version)))
+        Ok((StatusCode::CREATED, answer(id, done.version), done.position))
     })
     .await
 }
@@ -133,7 +134,7 @@ pub async fn act(
                 .update_maintenance(&who_r.meta(cid), id_r, d)
                 .await
                 .map_err(command_problem)?;
-            Ok((StatusCode::OK, answer(id_r, done.version)))
+            Ok((StatusCode::OK, answer(id_r, done.version), done.position))
         })
         .await
     } else {
@@ -143,7 +144,7 @@ pub async fn act(
                 .cancel_maintenance(&who_r.meta(cid), id_r, &c.reason)
                 .await
                 .map_err(command_problem)?;
-            Ok((StatusCode::OK, answer(id_r, done.version)))
+            Ok((StatusCode::OK, answer(id_r, done.version), done.position))
         })
         .await
     }
@@ -171,7 +172,11 @@ pub async fn list(
     let items = model::list(&**client, &schema, when, &page)
         .await
         .map_err(super::query_problem)?;
-    Ok(super::read_answer(position, super::to_json(&items)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&items)?,
+    ))
 }
 
 /// GET /v1/operator/notices/{id}
@@ -191,5 +196,9 @@ pub async fn get(
         .await
         .map_err(super::query_problem)?
         .ok_or_else(|| super::not_found("notice"))?;
-    Ok(super::read_answer(position, super::to_json(&view)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&view)?,
+    ))
 }

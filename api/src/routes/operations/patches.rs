@@ -9,6 +9,7 @@ use super::{body, caller, command_problem, commands, read_body, run, READERS};
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -226,6 +227,7 @@ pub async fn request(
         Ok((
             StatusCode::CREATED,
             json!({ "patch_id": id, "version": done.version }),
+            done.position,
         ))
     })
     .await
@@ -286,7 +288,7 @@ pub async fn act(
                 .unwrap_or(&[]);
             out["plan"] = plan_json(plan);
         }
-        Ok((StatusCode::OK, out))
+        Ok((StatusCode::OK, out, done.position))
     })
     .await
 }
@@ -331,7 +333,11 @@ async fn list_as(
     let items = model::list(&**client, &schema, status, &page)
         .await
         .map_err(super::query_problem)?;
-    Ok(super::read_answer(position, super::to_json(&items)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&items)?,
+    ))
 }
 
 async fn get_as(
@@ -350,7 +356,11 @@ async fn get_as(
         .await
         .map_err(super::query_problem)?
         .ok_or_else(|| super::not_found("patch"))?;
-    Ok(super::read_answer(position, super::to_json(&history)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&history)?,
+    ))
 }
 
 /// GET /v1/operator/patches?status=&limit=&cursor=&min_position=

@@ -5,6 +5,7 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, Ca
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -95,6 +96,7 @@ pub async fn create(
         Ok((
             StatusCode::CREATED,
             answer(c.id.as_str(), done.version, done.appended),
+            done.position,
         ))
     })
     .await
@@ -142,6 +144,7 @@ pub async fn act(
         Ok((
             StatusCode::OK,
             answer(id.as_str(), done.version, done.appended),
+            done.position,
         ))
     })
     .await
@@ -177,7 +180,11 @@ pub async fn list(
     let items = model::list_programs(&**client, &schema, &filter, &page)
         .await
         .map_err(super::query_problem)?;
-    Ok(super::read_answer(position, super::to_json(&items)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&items)?,
+    ))
 }
 
 /// GET /v1/operator/programs/{id}
@@ -197,5 +204,9 @@ pub async fn get(
         .await
         .map_err(super::query_problem)?
         .ok_or_else(|| super::not_found("program"))?;
-    Ok(super::read_answer(position, super::to_json(&view)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&view)?,
+    ))
 }

@@ -6,6 +6,7 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, RE
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
+use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -80,7 +81,7 @@ pub async fn register(
             .register_test_card(&who_r.meta(cid), id, label)
             .await
             .map_err(command_problem)?;
-        Ok((StatusCode::CREATED, answer(id, done.version)))
+        Ok((StatusCode::CREATED, answer(id, done.version), done.position))
     })
     .await
 }
@@ -137,7 +138,7 @@ pub async fn act(
             _ => cmds.report_test_card_lost(&meta, id_r, note).await,
         }
         .map_err(command_problem)?;
-        Ok((StatusCode::OK, answer(id_r, done.version)))
+        Ok((StatusCode::OK, answer(id_r, done.version), done.position))
     })
     .await
 }
@@ -163,7 +164,11 @@ pub async fn list(
     let items = model::list(&**client, &schema, status, &page)
         .await
         .map_err(super::query_problem)?;
-    Ok(super::read_answer(position, super::to_json(&items)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&items)?,
+    ))
 }
 
 /// GET /v1/operator/test-cards/{id}
@@ -183,5 +188,9 @@ pub async fn get(
         .await
         .map_err(super::query_problem)?
         .ok_or_else(|| super::not_found("test card"))?;
-    Ok(super::read_answer(position, super::to_json(&view)?))
+    Ok(positioned(
+        HttpResponse::Ok(),
+        position,
+        super::to_json(&view)?,
+    ))
 }

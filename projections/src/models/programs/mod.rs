@@ -50,6 +50,8 @@ const MIGRATIONS: &[&str] = &[
         reject_reason        text,
         granted_points       bigint,
         reversal_owed_points bigint NOT NULL DEFAULT 0,
+        grant_failures       integer NOT NULL DEFAULT 0,
+        last_grant_failure   text,
         submitted_at         timestamptz NOT NULL,
         changed_at           timestamptz NOT NULL,
         position             bigint NOT NULL
@@ -233,8 +235,13 @@ impl Programs {
                 link_ref,
             } => {
                 out.push(Change::new(
-                    checked!("UPDATE application SET payment_service = $2, link_ref = $3, changed_at = $4, \
-                     position = $5 WHERE id = $1", "application"),
+                    // A new link starts the failed-grant count afresh, as in the write model.
+                    checked!(
+                        "UPDATE application SET payment_service = $2, link_ref = $3, \
+                     grant_failures = 0, last_grant_failure = NULL, changed_at = $4, \
+                     position = $5 WHERE id = $1",
+                        "application"
+                    ),
                     vec![
                         id.clone(),
                         payment_service.as_str().into(),
@@ -317,6 +324,21 @@ impl Programs {
                 ));
                 json!({ "points": points, "payment_service": payment_service.as_str() })
             }
+            E::GrantFailed {
+                reason,
+                payment_service,
+            } => {
+                // The status stays `approved`: the application still awaits a grant.
+                out.push(Change::new(
+                    checked!(
+                        "UPDATE application SET grant_failures = grant_failures + 1, \
+                     last_grant_failure = $2, changed_at = $3, position = $4 WHERE id = $1",
+                        "application"
+                    ),
+                    vec![id.clone(), reason.as_str().into(), at.clone(), pos.clone()],
+                ));
+                json!({ "reason": reason, "payment_service": payment_service.as_str() })
+            }
         };
         let m = &e.envelope.metadata;
         out.push(Change::new(
@@ -343,7 +365,8 @@ impl Projection for Programs {
     }
     fn version(&self) -> u32 {
         // 2: applies ReversalPaid (the owed balance goes down).
-        2
+        // 3: applies GrantFailed (grant_failures, last_grant_failure).
+        3
     }
     fn migrations(&self) -> &'static [&'static str] {
         MIGRATIONS

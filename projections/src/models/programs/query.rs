@@ -124,6 +124,10 @@ pub struct ApplicationView {
     pub granted_points: Option<i64>,
     /// Points granted under an outcome a data patch later corrected, owed back.
     pub reversal_owed_points: i64,
+    /// Grants the payment provider reported failed since the current link was made.
+    pub grant_failures: i32,
+    /// The provider's reason for the last of those failures.
+    pub last_grant_failure: Option<String>,
     pub submitted_at: DateTime<Utc>,
     pub changed_at: DateTime<Utc>,
     pub position: i64,
@@ -132,7 +136,7 @@ pub struct ApplicationView {
 const APPLICATION_COLUMNS: &str =
     "id, reference, program, subject, municipality, payment_service, \
      link_ref, status, approved_points, reject_reason, granted_points, reversal_owed_points, \
-     submitted_at, changed_at, position";
+     submitted_at, changed_at, position, grant_failures, last_grant_failure";
 
 fn application_view(r: &Row) -> Result<ApplicationView, QueryError> {
     Ok(ApplicationView {
@@ -151,6 +155,8 @@ fn application_view(r: &Row) -> Result<ApplicationView, QueryError> {
         submitted_at: r.try_get(12)?,
         changed_at: r.try_get(13)?,
         position: r.try_get(14)?,
+        grant_failures: r.try_get(15)?,
+        last_grant_failure: r.try_get(16)?,
     })
 }
 
@@ -258,7 +264,8 @@ pub struct ApplicationStep {
 }
 
 /// An application's whole history, oldest first. Bounded: an application has a handful of
-/// events (submission, link, review, grant, and at most a few patches).
+/// events (submission, link, review, grant, at most a few patches, and at most
+/// `MAX_GRANT_FAILURES` failed grants per link).
 pub async fn application_history(
     client: &impl GenericClient,
     schema_name: &str,
