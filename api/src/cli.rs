@@ -10,7 +10,7 @@
 //! New subcommands (rebuild, report, relay, projector, ...) are new [`Command`] variants; say
 //! in [`Command::needs_database`] whether they need the event-log database.
 
-use crate::auth::identity::{Actor, RpStatus};
+use crate::auth::identity::{RequestActor, RpStatus};
 use crate::auth::jws::VerifyKey;
 use crate::auth::Auth;
 use crate::config::Settings;
@@ -198,13 +198,12 @@ fn problem(p: crate::errors::Problem) -> BoxError {
     format!("{}: {}", p.code, p.detail.unwrap_or(p.title)).into()
 }
 
-fn actor() -> Actor {
-    Actor {
-        actor_id: std::env::var("USER").unwrap_or_else(|_| "operator-cli".to_owned()),
-        role: "operator".to_owned(),
-        correlation_id: uuid::Uuid::new_v4(),
-        client_addr: None,
-    }
+fn actor() -> RequestActor {
+    RequestActor::operator(
+        std::env::var("USER").unwrap_or_else(|_| "operator-cli".to_owned()),
+        uuid::Uuid::new_v4(),
+        None,
+    )
 }
 
 /// Runs `args` if it is a command that needs no database (making credentials); `None` when it

@@ -5,7 +5,7 @@
 use crate::pki::{self, pki, CardSpec};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use mykey_api::auth::identity::Actor;
+use mykey_api::auth::identity::RequestActor;
 use mykey_api::auth::Auth;
 use mykey_api::config::Settings;
 use mykey_api::startup::Application;
@@ -288,13 +288,8 @@ async fn auth_on(db: &TestDb) -> Arc<Auth> {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn operator_actor() -> Actor {
-    Actor {
-        actor_id: "test-operator".into(),
-        role: "operator".into(),
-        correlation_id: uuid::Uuid::new_v4(),
-        client_addr: None,
-    }
+fn operator_actor() -> RequestActor {
+    RequestActor::operator("test-operator", uuid::Uuid::new_v4(), None)
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use mykey_domain::{
 };
 use mykey_projections::exec::{create_schema, run_changes};
 use mykey_projections::models::{
-    self, counters, notices, patches, ppids, programs, relying_parties, subjects, test_cards,
-    PageRequest, QueryError,
+    self, counters, login_identity, notices, patches, ppids, programs, relying_parties, subjects,
+    test_cards, PageRequest, QueryError,
 };
 use mykey_projections::{Projection, Recorded};
 use mykey_schemas::{decode_any, EventEnvelope};
@@ -805,4 +805,66 @@ async fn the_batched_workload_fills_the_read_models_like_one_append_per_command(
         }
         assert_eq!(counts[0], counts[1], "{}", p.name());
     }
+}
+
+#[tokio::test]
+async fn login_identity_answers_what_a_login_asks() {
+    use login_identity::CertificateLogin;
+    use mykey_domain::certificate::CertificateRef;
+    use mykey_domain::relying_party::RpStatus;
+    let (_db, client, s) = fixture(&login_identity::LoginIdentity, expect![[r#""#]]).await;
+    let cert = |serial: &str| CertificateRef::new("wca", serial).unwrap_or_else(|e| panic!("{e}"));
+    let login = |c: CertificateRef, rp: &'static str| {
+        let (client, s) = (&client, &s);
+        async move {
+            login_identity::certificate_login(client, s, &c, rp)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    // Citizen 1 at the city, by the first card and by its renewal: one PPID.
+    let first = login(cert("101"), "city-1").await;
+    let CertificateLogin::Linked {
+        ppid: Some(ppid), ..
+    } = &first
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(login(cert("10ff"), "city-1").await, first);
+    assert_eq!(
+        ppid.as_str(),
+        "00000000000000000000000000000010",
+        "the PPID the ppids projection shows as active"
+    );
+    // Citizen 3's card was revoked; a card never seen is unknown.
+    assert_eq!(
+        login(cert("103"), "city-1").await,
+        CertificateLogin::Revoked
+    );
+    assert_eq!(
+        login(cert("999"), "city-1").await,
+        CertificateLogin::Unknown
+    );
+    // Citizen 2's PPID at the city was revoked: linked, no active PPID.
+    assert!(matches!(
+        login(cert("102"), "city-1").await,
+        CertificateLogin::Linked { ppid: None, .. }
+    ));
+    let rp = |id: &'static str| {
+        let (client, s) = (&client, &s);
+        async move {
+            login_identity::relying_party(client, s, id)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let city = rp("city-1").await.unwrap_or_else(|| panic!("city-1"));
+    assert_eq!(city.status, RpStatus::Active);
+    assert_eq!(city.public_jwk["n"], "key-2", "the rotated key");
+    assert_eq!(rp("lib-1").await.map(|r| r.status), Some(RpStatus::Retired));
+    assert_eq!(rp("nobody").await, None);
+    assert!(matches!(
+        login_identity::relying_party(&client, "x; DROP TABLE login_rp", "city-1").await,
+        Err(QueryError::BadSchema(_))
+    ));
 }

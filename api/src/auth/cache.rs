@@ -8,10 +8,17 @@
 //! or its key rotated, by any instance or the CLI — never sees the state from before it.
 //! An entry is inserted only if no invalidation happened while it was being loaded (epoch
 //! check), so a slow load cannot resurrect a stale value. Negative answers are not cached.
+//!
+//! Which events clear what is the login read model's decision, over typed events decoded by
+//! `schemas` ([`LoginIdentity::invalidation`] in `projections`): no event type is named here.
+//! An event of those categories that does not decode clears both maps (never a stale answer).
 
-use super::identity::{Actor, CertRef, Identity, IdentityError, RelyingParty, RpStatus};
+use super::identity::{
+    CertificateRef, Identity, IdentityError, RelyingParty, RequestActor, RpStatus,
+};
 use async_trait::async_trait;
 use dashmap::DashMap;
+use mykey_projections::models::login_identity::{self, Invalidation, LoginIdentity};
 use mykey_store::EventStore;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
@@ -22,19 +29,6 @@ pub const MAX_CACHED: usize = 200_000;
 
 /// Events read per page while catching up.
 const CATCH_UP_PAGE: usize = 1_000;
-
-/// Identity events that only add facts (a new subject, certificate link or PPID): they cannot
-/// make a cached (certificate, RP) → PPID answer wrong, and they are frequent (every first
-/// registration), so they do not clear the cache. Every other event of these categories does.
-const ADDITIVE: &[&str] = &[
-    "SubjectCreated",
-    "SubjectCertificateAdded",
-    "SubjectPpidAssigned",
-    "CertificateLinked",
-    "CertificateLinkedFromRenewal",
-    "CertificateRenewed",
-    "PpidIssued",
-];
 
 const NOT_SYNCED: u64 = u64::MAX;
 
@@ -63,7 +57,7 @@ pub struct CachedIdentity<I, S> {
     /// Bumped by every clear; loads insert only if it did not move.
     epoch: AtomicU64,
     rps: DashMap<String, RelyingParty>,
-    ppids: DashMap<(CertRef, String), String>,
+    ppids: DashMap<(CertificateRef, String), String>,
 }
 
 impl<I, S> std::fmt::Debug for CachedIdentity<I, S> {
@@ -134,14 +128,18 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
                 .await
                 .map_err(unavailable)?;
             for e in &page {
-                match e.stream_id.category() {
-                    "relying_party" => self.clear_rps(),
-                    "ppid" | "certificate" | "subject"
-                        if !ADDITIVE.contains(&e.event_type.as_str()) =>
-                    {
-                        self.clear_ppids()
+                if !login_identity::CATEGORIES.contains(&e.stream_id.category()) {
+                    continue;
+                }
+                match mykey_schemas::decode_any(e).map(|ev| LoginIdentity::invalidation(&ev)) {
+                    Ok(Invalidation::Keep) => {}
+                    Ok(Invalidation::RelyingParties) => self.clear_rps(),
+                    Ok(Invalidation::Logins) => self.clear_ppids(),
+                    Err(err) => {
+                        tracing::warn!(position = e.global_position, "login cache: {err}");
+                        self.clear_rps();
+                        self.clear_ppids();
                     }
-                    _ => {}
                 }
             }
             if let Some(e) = page.last() {
@@ -163,7 +161,7 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
             .is_some_and(|started| started >= t)
     }
 
-    fn insert_ppid(&self, epoch: u64, key: (CertRef, String), ppid: String) {
+    fn insert_ppid(&self, epoch: u64, key: (CertificateRef, String), ppid: String) {
         if self.ppids.len() >= MAX_CACHED {
             self.clear_ppids();
             return;
@@ -194,9 +192,9 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
 
     async fn register_login(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp_id: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<String, IdentityError> {
         let epoch = self.sync().await?;
         let key = (cert.clone(), rp_id.to_owned());
@@ -210,7 +208,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
 
     async fn active_ppid(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp_id: &str,
     ) -> Result<Option<String>, IdentityError> {
         let epoch = self.sync().await?;
@@ -230,15 +228,15 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         issuer: &str,
         old: &str,
         new: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
         self.inner.link_renewal(issuer, old, new, actor).await
     }
 
     async fn mark_certificates_revoked(
         &self,
-        certs: &[CertRef],
-        actor: &Actor,
+        certs: &[CertificateRef],
+        actor: &RequestActor,
     ) -> Result<usize, IdentityError> {
         self.inner.mark_certificates_revoked(certs, actor).await
     }
@@ -250,7 +248,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         code: &str,
         name: &str,
         jwk: serde_json::Value,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
         self.inner
             .register_relying_party(rp_id, kind, code, name, jwk, actor)
@@ -261,7 +259,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         &self,
         rp_id: &str,
         jwk: serde_json::Value,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
         self.inner.rotate_relying_party_key(rp_id, jwk, actor).await
     }
@@ -270,7 +268,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         &self,
         rp_id: &str,
         status: RpStatus,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
         self.inner
             .set_relying_party_status(rp_id, status, actor)
@@ -282,6 +280,9 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
 mod tests {
     use super::*;
     use crate::auth::identity::MemoryIdentity;
+    use mykey_domain::ppid::{PpidAggregate, PpidEvent};
+    use mykey_domain::relying_party::{RelyingParty as RelyingPartyAggregate, RelyingPartyEvent};
+    use mykey_domain::subject::{Subject, SubjectEvent};
     use mykey_schemas::{EventEnvelope, EventMetadata, Hash, StreamId};
     use mykey_store::{AppendError, AppendOutcome, AppendRequest, StoreError, Subscription};
     use std::sync::{Arc, Mutex};
@@ -294,7 +295,13 @@ mod tests {
     );
 
     impl Log {
-        fn push(&self, stream: &str, event_type: &str) {
+        /// Appends `event` in its stored form (as a writer elsewhere would).
+        fn push<C: mykey_schemas::EventCodec>(&self, stream: &str, event: &C::DomainEvent) {
+            let encoded = C::encode(event).unwrap_or_else(|e| panic!("{e}"));
+            self.push_raw(stream, encoded.event_type, &encoded.payload);
+        }
+
+        fn push_raw(&self, stream: &str, event_type: &str, payload: &str) {
             let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
             let pos = v.len() as u64 + 1;
             v.push(EventEnvelope {
@@ -304,7 +311,7 @@ mod tests {
                 global_position: pos,
                 event_type: event_type.into(),
                 schema_version: 1,
-                payload: "{}".into(),
+                payload: payload.into(),
                 metadata: EventMetadata {
                     actor_id: "t".into(),
                     actor_role: "test".into(),
@@ -354,12 +361,18 @@ mod tests {
         }
     }
 
-    fn actor() -> Actor {
-        Actor {
-            actor_id: "t".into(),
-            role: "test".into(),
-            correlation_id: uuid::Uuid::new_v4(),
-            client_addr: None,
+    fn actor() -> RequestActor {
+        RequestActor::operator("t", uuid::Uuid::new_v4(), None)
+    }
+
+    fn cert() -> CertificateRef {
+        CertificateRef::new("i", "01").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn invalidated() -> PpidEvent {
+        PpidEvent::Invalidated {
+            patch_id: uuid::Uuid::nil(),
+            reason: "r".into(),
         }
     }
 
@@ -368,10 +381,7 @@ mod tests {
         let log = Log::default();
         let reads = || log.1.load(Ordering::Relaxed);
         let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
-        let cert = CertRef {
-            issuer: "i".into(),
-            serial: "01".into(),
-        };
+        let cert = cert();
         let p1 = within_request(async {
             let p = cache.register_login(&cert, "rp", &actor()).await;
             let again = cache.active_ppid(&cert, "rp").await;
@@ -383,7 +393,7 @@ mod tests {
 
         // Committed before the next request arrives: that request must see it.
         cache.inner.invalidate_ppid(&p1.0);
-        log.push("ppid-x", "PpidInvalidated");
+        log.push::<PpidAggregate>("ppid-x", &invalidated());
         let after = within_request(cache.active_ppid(&cert, "rp")).await;
         assert_eq!(reads(), 2, "a new request reads the log again");
         assert_eq!(after.ok().flatten(), None);
@@ -393,10 +403,7 @@ mod tests {
     async fn a_revocation_event_in_the_log_clears_cached_ppids_before_the_next_lookup() {
         let log = Log::default();
         let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
-        let cert = CertRef {
-            issuer: "i".into(),
-            serial: "01".into(),
-        };
+        let cert = cert();
         let p1 = cache
             .register_login(&cert, "rp", &actor())
             .await
@@ -408,7 +415,7 @@ mod tests {
             cache.active_ppid(&cert, "rp").await.ok().flatten(),
             Some(p1.clone())
         );
-        log.push("ppid-x", "PpidInvalidated");
+        log.push::<PpidAggregate>("ppid-x", &invalidated());
         assert_eq!(cache.active_ppid(&cert, "rp").await.ok().flatten(), None);
         let p2 = cache
             .register_login(&cert, "rp", &actor())
@@ -416,7 +423,14 @@ mod tests {
             .unwrap_or_default();
         assert_ne!(p1, p2);
         // Additive events keep the cache.
-        log.push("subject-y", "SubjectCreated");
+        let subject = mykey_domain::SubjectId(uuid::Uuid::new_v4());
+        log.push::<Subject>(
+            &format!("subject-{}", subject.0),
+            &SubjectEvent::Created {
+                subject,
+                certificate: cert.clone(),
+            },
+        );
         cache.inner.invalidate_ppid(&p2);
         assert_eq!(
             cache.active_ppid(&cert, "rp").await.ok().flatten(),
@@ -444,8 +458,30 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let stale = cache.relying_party("rp-2").await.ok().flatten();
         assert_eq!(status(stale), Some(RpStatus::Active));
-        log.push("relying_party-rp-2", "RelyingPartySuspended");
+        log.push::<RelyingPartyAggregate>(
+            "relying_party-rp-2",
+            &RelyingPartyEvent::Suspended { reason: "r".into() },
+        );
         let fresh = cache.relying_party("rp-2").await.ok().flatten();
         assert_eq!(status(fresh), Some(RpStatus::Suspended));
+    }
+
+    #[tokio::test]
+    async fn an_event_of_these_categories_that_does_not_decode_clears_the_cache() {
+        let log = Log::default();
+        let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
+        let p = cache
+            .register_login(&cert(), "rp", &actor())
+            .await
+            .unwrap_or_default();
+        cache.inner.invalidate_ppid(&p);
+        assert_eq!(
+            cache.active_ppid(&cert(), "rp").await.ok().flatten(),
+            Some(p),
+            "still cached"
+        );
+        // Not an event type of this build (a newer writer's, or damage): never a stale answer.
+        log.push_raw("subject-y", "NotAnEventOfThisBuild", "{}");
+        assert_eq!(cache.active_ppid(&cert(), "rp").await.ok().flatten(), None);
     }
 }

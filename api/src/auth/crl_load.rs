@@ -1,7 +1,7 @@
 //! Operator CRL loads and every instance's CRL reload (see `crl.rs` for what a CRL must be).
 
 use super::crl::{self, CrlError};
-use super::identity::{self, Actor, CertRef};
+use super::identity::{self, CertificateRef, IdentityError, RequestActor};
 use super::{db, identity_problem, problem, rfc3339, Auth, CrlReport};
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
@@ -13,7 +13,7 @@ const CRL_PROGRESS_EVERY: usize = 100_000;
 impl Auth {
     /// Verifies a CRL, marks the platform's known certificates on it revoked (one
     /// CertificateRevoked event each, only the first time), then stores and installs it.
-    pub async fn load_crl(&self, der: &[u8], actor: &Actor) -> Result<CrlReport, Problem> {
+    pub async fn load_crl(&self, der: &[u8], actor: &RequestActor) -> Result<CrlReport, Problem> {
         let crl = crl::parse_crl_blocking(Arc::new(der.to_vec()), self.anchors.clone())
             .await
             .map_err(|e| {
@@ -32,13 +32,14 @@ impl Auth {
         let serials: Vec<&String> = crl.revoked.iter().collect();
         let started = std::time::Instant::now();
         for (i, chunk) in serials.chunks(identity::CRL_CHECK_CHUNK).enumerate() {
-            let certs: Vec<CertRef> = chunk
+            let certs = chunk
                 .iter()
-                .map(|serial| CertRef {
-                    issuer: crl.issuer.clone(),
-                    serial: (*serial).clone(),
+                .map(|serial| {
+                    CertificateRef::new(&crl.issuer, serial)
+                        .map_err(|d| IdentityError::rejected(d.code(), d.message))
                 })
-                .collect();
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(identity_problem)?;
             known += self
                 .identity
                 .mark_certificates_revoked(&certs, actor)
@@ -57,7 +58,7 @@ impl Auth {
             }
         }
         self.db
-            .insert_crl(&crl, der, &actor.actor_id)
+            .insert_crl(&crl, der, &actor.actor.id)
             .await
             .map_err(|e| {
                 // The database's message stays in the log, never in an answer.

@@ -11,12 +11,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RpStatus {
-    Active,
-    Suspended,
-    Retired,
-}
+pub use mykey_domain::certificate::CertificateRef;
+pub use mykey_domain::relying_party::RpStatus;
 
 #[derive(Debug, Clone)]
 pub struct RelyingParty {
@@ -26,23 +22,34 @@ pub struct RelyingParty {
     pub jwk: serde_json::Value,
 }
 
-/// A certificate's identity: issuer DN text and [`super::jpki::serial_hex`] serial.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CertRef {
-    pub issuer: String,
-    pub serial: String,
-}
-
 /// CRL entries checked against the log per read: one query each.
 pub const CRL_CHECK_CHUNK: usize = 1_000;
 
-/// Who is acting, for event metadata.
+/// Who is acting (the domain's [`mykey_domain::Actor`]: id and role) in which request, for
+/// event metadata.
 #[derive(Debug, Clone)]
-pub struct Actor {
-    pub actor_id: String,
-    pub role: String,
+pub struct RequestActor {
+    pub actor: mykey_domain::Actor,
     pub correlation_id: Uuid,
     pub client_addr: Option<String>,
+}
+
+impl RequestActor {
+    /// An operator (endpoint or CLI) acting in a request with `correlation_id`.
+    pub fn operator(
+        id: impl Into<String>,
+        correlation_id: Uuid,
+        client_addr: Option<String>,
+    ) -> RequestActor {
+        RequestActor {
+            actor: mykey_domain::Actor {
+                id: id.into(),
+                role: mykey_domain::Role::Operator,
+            },
+            correlation_id,
+            client_addr,
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,15 +79,15 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
     /// the active PPID for (subject, RP) or issue one. Returns the PPID.
     async fn register_login(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp_id: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<String, IdentityError>;
 
     /// かざし: the active PPID for (subject of `cert`, RP), if any. Writes nothing.
     async fn active_ppid(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp_id: &str,
     ) -> Result<Option<String>, IdentityError>;
 
@@ -90,15 +97,15 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
         issuer: &str,
         old_serial: &str,
         new_serial: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError>;
 
     /// Marks revoked those of `certs` the platform knows and has not marked yet (a CRL's
     /// entries, at most [`CRL_CHECK_CHUNK`] at a time). Returns how many events were written.
     async fn mark_certificates_revoked(
         &self,
-        certs: &[CertRef],
-        actor: &Actor,
+        certs: &[CertificateRef],
+        actor: &RequestActor,
     ) -> Result<usize, IdentityError>;
 
     async fn register_relying_party(
@@ -108,21 +115,21 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
         code: &str,
         name: &str,
         jwk: serde_json::Value,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError>;
 
     async fn rotate_relying_party_key(
         &self,
         rp_id: &str,
         jwk: serde_json::Value,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError>;
 
     async fn set_relying_party_status(
         &self,
         rp_id: &str,
         status: RpStatus,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError>;
 }
 
@@ -138,10 +145,10 @@ pub struct MemoryIdentity {
 struct Mem {
     rps: HashMap<String, RelyingParty>,
     /// certificate → subject
-    subjects: HashMap<CertRef, Uuid>,
+    subjects: HashMap<CertificateRef, Uuid>,
     /// renewal: new certificate → old certificate
-    renewed_from: HashMap<CertRef, CertRef>,
-    revoked: std::collections::HashSet<CertRef>,
+    renewed_from: HashMap<CertificateRef, CertificateRef>,
+    revoked: std::collections::HashSet<CertificateRef>,
     ppids: HashMap<(Uuid, String), String>,
     /// Events "written", for tests asserting that refusals write nothing.
     pub events: usize,
@@ -167,7 +174,7 @@ impl MemoryIdentity {
 
 #[cfg(test)]
 impl Mem {
-    fn subject_of(&self, cert: &CertRef) -> Option<Uuid> {
+    fn subject_of(&self, cert: &CertificateRef) -> Option<Uuid> {
         let mut c = cert.clone();
         // Bounded walk: a renewal chain is a handful of links over a lifetime.
         for _ in 0..32 {
@@ -189,9 +196,9 @@ impl Identity for MemoryIdentity {
 
     async fn register_login(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp_id: &str,
-        _: &Actor,
+        _: &RequestActor,
     ) -> Result<String, IdentityError> {
         let mut m = self.lock();
         if m.revoked.contains(cert) {
@@ -220,7 +227,7 @@ impl Identity for MemoryIdentity {
 
     async fn active_ppid(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp_id: &str,
     ) -> Result<Option<String>, IdentityError> {
         let m = self.lock();
@@ -239,19 +246,10 @@ impl Identity for MemoryIdentity {
         issuer: &str,
         old: &str,
         new: &str,
-        _: &Actor,
+        _: &RequestActor,
     ) -> Result<(), IdentityError> {
         let mut m = self.lock();
-        let (old, new) = (
-            CertRef {
-                issuer: issuer.into(),
-                serial: old.into(),
-            },
-            CertRef {
-                issuer: issuer.into(),
-                serial: new.into(),
-            },
-        );
+        let (old, new) = (cert_ref(issuer, old)?, cert_ref(issuer, new)?);
         if m.subject_of(&old).is_none() {
             return Err(IdentityError::rejected(
                 "CERTIFICATE_UNKNOWN",
@@ -265,8 +263,8 @@ impl Identity for MemoryIdentity {
 
     async fn mark_certificates_revoked(
         &self,
-        certs: &[CertRef],
-        _: &Actor,
+        certs: &[CertificateRef],
+        _: &RequestActor,
     ) -> Result<usize, IdentityError> {
         let mut m = self.lock();
         let mut written = 0;
@@ -286,7 +284,7 @@ impl Identity for MemoryIdentity {
         _code: &str,
         _name: &str,
         jwk: serde_json::Value,
-        _: &Actor,
+        _: &RequestActor,
     ) -> Result<(), IdentityError> {
         let mut m = self.lock();
         if m.rps.contains_key(rp_id) {
@@ -308,7 +306,7 @@ impl Identity for MemoryIdentity {
         &self,
         rp_id: &str,
         jwk: serde_json::Value,
-        _: &Actor,
+        _: &RequestActor,
     ) -> Result<(), IdentityError> {
         let mut m = self.lock();
         let rp = m
@@ -324,7 +322,7 @@ impl Identity for MemoryIdentity {
         &self,
         rp_id: &str,
         status: RpStatus,
-        _: &Actor,
+        _: &RequestActor,
     ) -> Result<(), IdentityError> {
         let mut m = self.lock();
         let rp = m
@@ -422,9 +420,8 @@ where
     }
 }
 
-fn cert_ref(c: &CertRef) -> Result<mykey_commands::CertificateRef, IdentityError> {
-    mykey_commands::CertificateRef::new(&c.issuer, &c.serial)
-        .map_err(|d| IdentityError::rejected(d.code(), d.message))
+fn cert_ref(issuer: &str, serial: &str) -> Result<CertificateRef, IdentityError> {
+    CertificateRef::new(issuer, serial).map_err(|d| IdentityError::rejected(d.code(), d.message))
 }
 
 fn rp_id(raw: &str) -> Result<mykey_domain::RelyingPartyId, IdentityError> {
@@ -432,19 +429,19 @@ fn rp_id(raw: &str) -> Result<mykey_domain::RelyingPartyId, IdentityError> {
         .map_err(|d| IdentityError::rejected(d.code(), d.message))
 }
 
-fn meta(actor: &Actor, role: mykey_domain::Role) -> mykey_commands::CommandMeta {
+fn meta(actor: &RequestActor) -> mykey_commands::CommandMeta {
     // v7: command ids are the key of the log's idempotency index; time-ordered keys append at
     // its right edge (random ones cost the log about a third of its append throughput).
-    let m = mykey_commands::CommandMeta::new(actor.actor_id.clone(), role, Uuid::now_v7())
-        .caused_by(actor.correlation_id, actor.correlation_id);
+    let m = mykey_commands::CommandMeta::new(
+        actor.actor.id.clone(),
+        actor.actor.role.clone(),
+        Uuid::now_v7(),
+    )
+    .caused_by(actor.correlation_id, actor.correlation_id);
     match &actor.client_addr {
         Some(a) => m.from_addr(a.clone()),
         None => m,
     }
-}
-
-fn operator_meta(actor: &Actor) -> mykey_commands::CommandMeta {
-    meta(actor, mykey_domain::Role::Operator)
 }
 
 /// Kind names accepted from operators (CLI and endpoint).
@@ -473,37 +470,32 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         let rp = self.cmds.load_relying_party(&id).await.map_err(cmd_err)?;
         Ok(rp.map(|rp| RelyingParty {
             id: rp.id.to_string(),
-            status: match rp.status {
-                mykey_commands::RpStatus::Active => RpStatus::Active,
-                mykey_commands::RpStatus::Suspended => RpStatus::Suspended,
-                mykey_commands::RpStatus::Retired => RpStatus::Retired,
-            },
+            status: rp.status,
             jwk: rp.public_jwk,
         }))
     }
 
     async fn register_login(
         &self,
-        cert: &CertRef,
+        cert: &CertificateRef,
         rp: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<String, IdentityError> {
         let rp = rp_id(rp)?;
-        let m = meta(actor, mykey_domain::Role::RelyingParty(rp.clone()));
-        let cert = cert_ref(cert)?;
-        let r = retry_contention(|| self.cmds.register_login(&m, &cert, &rp))
+        let m = meta(actor);
+        let r = retry_contention(|| self.cmds.register_login(&m, cert, &rp))
             .await
             .map_err(cmd_err)?;
         Ok(r.ppid.to_string())
     }
 
-    async fn active_ppid(&self, cert: &CertRef, rp: &str) -> Result<Option<String>, IdentityError> {
+    async fn active_ppid(
+        &self,
+        cert: &CertificateRef,
+        rp: &str,
+    ) -> Result<Option<String>, IdentityError> {
         let rp = rp_id(rp)?;
-        let state = self
-            .cmds
-            .load_certificate(&cert_ref(cert)?)
-            .await
-            .map_err(cmd_err)?;
+        let state = self.cmds.load_certificate(cert).await.map_err(cmd_err)?;
         if state.revoked {
             return Err(IdentityError::rejected(
                 "CERTIFICATE_REVOKED",
@@ -524,18 +516,12 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         issuer: &str,
         old: &str,
         new: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
-        let old = cert_ref(&CertRef {
-            issuer: issuer.into(),
-            serial: old.into(),
-        })?;
-        let new = cert_ref(&CertRef {
-            issuer: issuer.into(),
-            serial: new.into(),
-        })?;
+        let old = cert_ref(issuer, old)?;
+        let new = cert_ref(issuer, new)?;
         self.cmds
-            .link_renewal(&operator_meta(actor), &old, &new)
+            .link_renewal(&meta(actor), &old, &new)
             .await
             .map_err(cmd_err)?;
         Ok(())
@@ -543,21 +529,20 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
 
     async fn mark_certificates_revoked(
         &self,
-        certs: &[CertRef],
-        actor: &Actor,
+        certs: &[CertificateRef],
+        actor: &RequestActor,
     ) -> Result<usize, IdentityError> {
-        let refs = certs.iter().map(cert_ref).collect::<Result<Vec<_>, _>>()?;
-        let states = self.cmds.load_certificates(&refs).await.map_err(cmd_err)?;
+        let states = self.cmds.load_certificates(certs).await.map_err(cmd_err)?;
         let mut written = 0;
         // Only certificates the platform knows get an event: the national CRL lists millions
         // of certificates that never logged in here.
-        for (c, state) in refs.iter().zip(states) {
+        for (c, state) in certs.iter().zip(states) {
             if state.subject.is_none() || state.revoked {
                 continue;
             }
             match self
                 .cmds
-                .mark_certificate_revoked(&operator_meta(actor), c, "listed on the CA's CRL")
+                .mark_certificate_revoked(&meta(actor), c, "listed on the CA's CRL")
                 .await
             {
                 Ok(()) => written += 1,
@@ -576,7 +561,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         code: &str,
         name: &str,
         jwk: serde_json::Value,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
         let r = mykey_commands::RegisterRelyingParty {
             id: rp_id(id)?,
@@ -586,7 +571,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
             public_jwk: jwk,
         };
         self.cmds
-            .register_relying_party(&operator_meta(actor), r)
+            .register_relying_party(&meta(actor), r)
             .await
             .map_err(cmd_err)?;
         Ok(())
@@ -596,10 +581,10 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         &self,
         id: &str,
         jwk: serde_json::Value,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
         self.cmds
-            .rotate_relying_party_key(&operator_meta(actor), &rp_id(id)?, jwk)
+            .rotate_relying_party_key(&meta(actor), &rp_id(id)?, jwk)
             .await
             .map_err(cmd_err)?;
         Ok(())
@@ -609,9 +594,9 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         &self,
         id: &str,
         status: RpStatus,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<(), IdentityError> {
-        let (id, m) = (rp_id(id)?, operator_meta(actor));
+        let (id, m) = (rp_id(id)?, meta(actor));
         let r = match status {
             RpStatus::Suspended => {
                 self.cmds

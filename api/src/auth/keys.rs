@@ -209,3 +209,16 @@ impl KeyRing {
         Ok(kid)
     }
 }
+
+impl super::Auth {
+    /// Rotates the token-signing key (operator endpoint and CLI): new tokens use a new key,
+    /// the old one stays published until its last token has expired. Returns the new kid.
+    pub async fn rotate_signing_key(&self) -> Result<String, crate::errors::Problem> {
+        let rsa =
+            super::operator_rsa_key(&self.settings).map_err(crate::errors::Problem::unavailable)?;
+        self.keys
+            .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
+            .await
+            .map_err(crate::errors::Problem::unavailable)
+    }
+}

@@ -1,6 +1,6 @@
 //! Renewal links imported from J-LIS files (CLI `import-renewals`, `POST /v1/operator/renewals`).
 
-use super::identity::{Actor, IdentityError};
+use super::identity::{IdentityError, RequestActor};
 use super::{dn, jpki, Auth, RenewalFailure, RenewalReport, MAX_RENEWAL_CSV_BYTES};
 use crate::errors::Problem;
 
@@ -13,7 +13,7 @@ impl Auth {
     pub async fn import_renewals(
         &self,
         csv: &str,
-        actor: &Actor,
+        actor: &RequestActor,
     ) -> Result<RenewalReport, Problem> {
         if csv.len() > MAX_RENEWAL_CSV_BYTES {
             return Err(Problem::body_too_large());

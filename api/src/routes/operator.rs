@@ -13,7 +13,7 @@
 
 use super::oauth::ctx;
 use crate::auth::db::INVALID_VALUE;
-use crate::auth::identity::{Actor, RpStatus};
+use crate::auth::identity::{RequestActor, RpStatus};
 use crate::auth::{jws::VerifyKey, Auth, Ctx};
 use crate::codes::ApiCode;
 use crate::errors::Problem;
@@ -31,7 +31,7 @@ pub const MAX_OPERATOR_BODY: usize = crate::auth::crl::MAX_CRL_BYTES;
 
 /// The operator behind the request. `c` is the request's context, shared with its audit row so
 /// both carry one correlation id (the operator's own `X-Correlation-Id` once authenticated).
-fn operator(auth: &Auth, req: &HttpRequest, c: &mut Ctx) -> Result<Actor, Problem> {
+fn operator(auth: &Auth, req: &HttpRequest, c: &mut Ctx) -> Result<RequestActor, Problem> {
     let operators = &auth.settings.operators;
     if operators.is_empty() {
         return Err(Problem::new(
@@ -54,12 +54,11 @@ fn operator(auth: &Auth, req: &HttpRequest, c: &mut Ctx) -> Result<Actor, Proble
         },
         c.correlation_id,
     );
-    Ok(Actor {
-        actor_id: operator_id,
-        role: "operator".to_owned(),
-        correlation_id: c.correlation_id,
-        client_addr: c.client_addr.clone(),
-    })
+    Ok(RequestActor::operator(
+        operator_id,
+        c.correlation_id,
+        c.client_addr.clone(),
+    ))
 }
 
 /// Records an operator attempt (accepted or refused) in the audit trail; a caller that is no
@@ -135,7 +134,7 @@ pub async fn load_crl(
             .run(
                 &req,
                 KeyRule::Optional,
-                &actor.actor_id,
+                &actor.actor.id,
                 &body,
                 move |_| async move {
                     let report = auth.load_crl(body_ref, actor_ref).await?;
@@ -177,7 +176,7 @@ pub async fn import_renewals(
             .run(
                 &req,
                 KeyRule::Optional,
-                &actor.actor_id,
+                &actor.actor.id,
                 &body,
                 move |_| async move {
                     let report = auth.import_renewals(text, actor_ref).await?;
@@ -215,7 +214,7 @@ pub async fn rotate_signing_key(
             .run(
                 &req,
                 KeyRule::Optional,
-                &actor.actor_id,
+                &actor.actor.id,
                 b"",
                 move |_| async move {
                     let kid = auth_ref.rotate_signing_key().await?;
@@ -298,7 +297,7 @@ pub async fn register_rp(
             .run(
                 &req,
                 KeyRule::Optional,
-                &actor.actor_id,
+                &actor.actor.id,
                 &canonical(&*body),
                 move |_| async move {
                     check_jwk(&body_ref.jwk)?;
@@ -359,7 +358,7 @@ pub async fn rotate_rp_key(
             .run(
                 &req,
                 KeyRule::Optional,
-                &actor.actor_id,
+                &actor.actor.id,
                 &canonical(&*body),
                 move |_| async move {
                     check_jwk(&body_ref.jwk)?;
@@ -415,7 +414,7 @@ pub async fn rp_status(
             .run(
                 &req,
                 KeyRule::Optional,
-                &actor.actor_id,
+                &actor.actor.id,
                 b"",
                 move |_| async move {
                     auth.identity

@@ -7,6 +7,7 @@
 //! it; `apply` never does (the runner sets `search_path`).
 
 pub mod counters;
+pub mod login_identity;
 pub mod notices;
 pub mod patches;
 pub mod ppids;
@@ -50,6 +51,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         per_stream(notices::Notices),
         per_stream(test_cards::TestCards),
         Arc::new(counters::DailyCounters),
+        Arc::new(login_identity::LoginIdentity),
     ]
 }
 
