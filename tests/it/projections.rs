@@ -73,8 +73,22 @@ async fn wait_for(running: &Projections, name: &str, position: u64) {
         .unwrap_or_else(|e| panic!("{name} did not reach {position}: {e}"));
 }
 
-/// Every table of `schema`, each as its rows in JSON, sorted: equal dumps mean equal tables.
+/// Every table of `schema`, each as its rows in JSON, sorted, and every index with its
+/// definition (schema name elided): equal dumps mean equal tables with equal indexes (a rebuild
+/// fills its schema without the secondary indexes and creates them at the switch).
 async fn dump(client: &tokio_postgres::Client, schema: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for r in client
+        .query(
+            "SELECT indexname::text, replace(indexdef, $1::text || '.', '') FROM pg_indexes \
+             WHERE schemaname::text = $1::text",
+            &[&schema],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("list indexes of {schema}: {e}"))
+    {
+        out.insert(format!("index {}", r.get::<_, String>(0)), vec![r.get(1)]);
+    }
     let tables: Vec<String> = client
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -85,7 +99,6 @@ async fn dump(client: &tokio_postgres::Client, schema: &str) -> BTreeMap<String,
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut out = BTreeMap::new();
     for table in tables {
         let mut rows: Vec<String> = client
             .query(

@@ -28,6 +28,15 @@ CREATE TABLE IF NOT EXISTS read_models.schemas (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     UNIQUE (name, version, generation)
 );
+-- Secondary indexes of a schema being built, created at its switch (see `defer_indexes`).
+-- Added only where missing: ALTER TABLE would wait for (and stall) every running batch.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'read_models.schemas'::regclass
+                   AND attname = 'deferred_indexes' AND NOT attisdropped) THEN
+        ALTER TABLE read_models.schemas ADD COLUMN deferred_indexes text[] NOT NULL DEFAULT '{}';
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS read_models.active (
     name        text PRIMARY KEY,
     schema_name text NOT NULL REFERENCES read_models.schemas (schema_name),
@@ -217,15 +226,22 @@ async fn create_generation(
     tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await?;
     create_schema(tx, &schema, projection).await?;
+    // A build serves nobody until its switch: it is filled without its secondary indexes.
+    let deferred = match state {
+        State::Building => defer_indexes(tx, &schema).await?,
+        State::Active | State::Retired => Vec::new(),
+    };
     tx.execute(
-        "INSERT INTO read_models.schemas (schema_name, name, version, generation, state) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO read_models.schemas \
+         (schema_name, name, version, generation, state, deferred_indexes) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &schema,
             &projection.name(),
             &version,
             &generation,
             &state.as_str(),
+            &deferred,
         ],
     )
     .await?;
@@ -235,6 +251,55 @@ async fn create_generation(
         state,
         position: 0,
     })
+}
+
+/// Drops the secondary indexes of `schema` (those that enforce nothing: no constraint, not
+/// unique) and returns their definitions, to be created again by [`switch`]. A rebuild then
+/// maintains only the indexes its `checked` updates and uniqueness need, and builds the others
+/// once, in bulk, over the finished tables. Constraints (primary keys, `UNIQUE`, `CHECK`, foreign
+/// keys) stay, so an event the read model rejects still stops the build at that event.
+async fn defer_indexes(
+    tx: &Transaction<'_>,
+    schema: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND NOT i.indisunique \
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
+             ORDER BY c.relname",
+            &[&schema],
+        )
+        .await?;
+    let mut definitions = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let index: String = r.try_get(0)?;
+        tx.batch_execute(&format!("DROP INDEX {index}")).await?;
+        definitions.push(r.try_get(1)?);
+    }
+    Ok(definitions)
+}
+
+/// Creates the indexes [`defer_indexes`] dropped from `schema` (inside the switch's
+/// transaction: the schema serves with all its indexes or not at all).
+async fn create_deferred_indexes(
+    tx: &Transaction<'_>,
+    schema: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let definitions: Vec<String> = tx
+        .query_one(
+            "SELECT deferred_indexes FROM read_models.schemas WHERE schema_name = $1",
+            &[&schema],
+        )
+        .await?
+        .try_get(0)?;
+    for definition in &definitions {
+        // Written by `pg_get_indexdef` for this schema's own index (schema-qualified).
+        tx.batch_execute(definition).await?;
+    }
+    Ok(())
 }
 
 /// `rm_<name>_v<version>_g<generation>`. Names are checked by [`crate::runner::check_name`]
@@ -371,6 +436,7 @@ pub async fn switch(
     if target.state != State::Building {
         return Err(SwitchError::Lost);
     }
+    create_deferred_indexes(&tx, to).await?;
     let version = i32::try_from(target.version).unwrap_or(i32::MAX);
     tx.execute(
         "INSERT INTO read_models.active (name, schema_name, version) VALUES ($1, $2, $3) \
@@ -379,8 +445,8 @@ pub async fn switch(
     )
     .await?;
     tx.execute(
-        "UPDATE read_models.schemas SET state = 'active', updated_at = now() \
-         WHERE schema_name = $1",
+        "UPDATE read_models.schemas SET state = 'active', deferred_indexes = '{}', \
+         updated_at = now() WHERE schema_name = $1",
         &[&to],
     )
     .await?;
