@@ -1,7 +1,7 @@
 //! The Kafka relay against a real broker (tansu; see `kafka/broker.rs` for where it comes
 //! from). Each test has its own database, its own topic prefix and its own consumer group.
 
-mod broker;
+pub(crate) mod broker;
 mod consumer;
 
 use broker::Broker;
