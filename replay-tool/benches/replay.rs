@@ -8,9 +8,14 @@
 //! `mykey-replay replay ppids` from PostgreSQL and, after an export, from the NDJSON file
 //! (chain verified while read). Prints events/s over the log, PPID events applied/s, and the
 //! peak RSS of each replay (VmHWM, reset before each). Targets (issue 12): >= 50,000 events/s,
-//! peak <= 100 MB. The database is dropped at the end.
+//! peak <= 100 MB. The database is dropped at the end. Each replay also prints the CPU
+//! seconds it cost (this process, and the PostgreSQL backends of its database), the figure
+//! that does not depend on the neighbours on a shared machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use mykey_projections::models::workload::{self, EVENTS_PER_ROUND};
 use mykey_replay::export::ExportArgs;
@@ -73,8 +78,9 @@ async fn generate(url: &str, events: u64) -> u64 {
     store.head().await.unwrap()
 }
 
-async fn timed(label: &str, args: ReplayArgs) {
+async fn timed(label: &str, args: ReplayArgs, backends: &cpu::Backends) {
     reset_peak();
+    let (own0, pg0) = (cpu::own(), backends.total());
     let started = Instant::now();
     let s = match mykey_replay::replay::replay(&args).await.unwrap() {
         Replayed::Done(s) => s,
@@ -90,6 +96,12 @@ async fn timed(label: &str, args: ReplayArgs) {
         s.events_applied as f64 / secs,
         s.tables.iter().map(|t| t.rows).collect::<Vec<_>>(),
         peak_rss_mb()
+    );
+    let (own, pg) = (cpu::own() - own0, backends.total() - pg0);
+    println!(
+        "  CPU {own:.2}s (tool) + {pg:.2}s (PostgreSQL) = {:.0} events per CPU-second; load average {}",
+        s.events_read as f64 / (own + pg).max(1e-9),
+        cpu::uptime()
     );
 }
 
@@ -129,7 +141,8 @@ fn main() {
             drop: true,
             json: false,
         };
-        timed("PostgreSQL", base("replay_bench_db")).await;
+        let backends = cpu::Backends::watch(&name);
+        timed("PostgreSQL", base("replay_bench_db"), &backends).await;
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("log.ndjson");
@@ -151,7 +164,7 @@ fn main() {
         drop(db);
         let mut from_file = base("replay_bench_file");
         from_file.file = Some(file);
-        timed("NDJSON (chain verified)", from_file).await;
+        timed("NDJSON (chain verified)", from_file, &backends).await;
         let _ = std::fs::remove_dir_all(&dir);
         admin_client
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -4,9 +4,15 @@
 //! on the test PostgreSQL (`MYKEY_TEST_DATABASE_URL`, default 127.0.0.1:5432 as postgres),
 //! then times `verify` from PostgreSQL and, after an export, from NDJSON. Prints events/s and
 //! the peak RSS (VmHWM). Targets (issue 12): NDJSON >= 200,000 events/s, PostgreSQL >=
-//! 100,000 events/s, peak <= 100 MB. The database is dropped at the end.
+//! 100,000 events/s, peak <= 100 MB. The database is dropped at the end. Each phase also
+//! prints the CPU seconds it cost (this process, and the PostgreSQL backends of its database):
+//! on a shared machine, events per CPU-second are the figure that does not depend on the
+//! neighbours.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use mykey_replay::export::ExportArgs;
 use mykey_replay::verify::VerifyArgs;
@@ -134,6 +140,31 @@ async fn generate(url: &str, n: u64) {
     }
 }
 
+/// CPU seconds since the start of a phase.
+struct Cost {
+    own: f64,
+    backends: f64,
+}
+
+impl Cost {
+    fn start(backends: &cpu::Backends) -> Cost {
+        Cost {
+            own: cpu::own(),
+            backends: backends.total(),
+        }
+    }
+
+    fn print(&self, phase: &str, n: u64, backends: &cpu::Backends) {
+        let own = cpu::own() - self.own;
+        let pg = backends.total() - self.backends;
+        println!(
+            "  {phase}: CPU {own:.2}s (tool) + {pg:.2}s (PostgreSQL) = {:.0} events per CPU-second; load average {}",
+            n as f64 / (own + pg).max(1e-9),
+            cpu::uptime()
+        );
+    }
+}
+
 fn main() {
     let n: u64 = std::env::var("MYKEY_BENCH_EVENTS")
         .ok()
@@ -159,6 +190,8 @@ fn main() {
             let db_args = VerifyArgs {
                 database_url: Some(url.clone()),
                 file: None,
+                kafka: None,
+                topic_prefix: mykey_projections::kafka::DEFAULT_TOPIC_PREFIX.into(),
                 manifest: None,
                 no_manifest: false,
                 checkpoints: vec![],
@@ -167,6 +200,8 @@ fn main() {
                 to: None,
                 json: false,
             };
+            let backends = cpu::Backends::watch(&name);
+            let cost = Cost::start(&backends);
             let t = Instant::now();
             let v = mykey_replay::verify::verify(&db_args).await.unwrap();
             let secs = t.elapsed().as_secs_f64();
@@ -176,9 +211,11 @@ fn main() {
                 n as f64 / secs,
                 peak_rss_mb()
             );
+            cost.print("verify from PostgreSQL", n, &backends);
             std::fs::create_dir_all(&dir).unwrap();
             let file = dir.join("log.ndjson");
             let db = mykey_replay::db::Db::connect(&url).await.unwrap();
+            let cost = Cost::start(&backends);
             let t = Instant::now();
             mykey_replay::export::export(
                 &db,
@@ -195,11 +232,15 @@ fn main() {
             .await
             .unwrap();
             println!("export: {:.0} events/s", n as f64 / t.elapsed().as_secs_f64());
+            cost.print("export", n, &backends);
             let file_args = VerifyArgs {
                 database_url: None,
                 file: Some(file),
+                kafka: None,
+                topic_prefix: mykey_projections::kafka::DEFAULT_TOPIC_PREFIX.into(),
                 ..db_args
             };
+            let cost = Cost::start(&backends);
             let t = Instant::now();
             let v = mykey_replay::verify::verify(&file_args).await.unwrap();
             let secs = t.elapsed().as_secs_f64();
@@ -208,6 +249,7 @@ fn main() {
                 "verify from NDJSON: {n} events in {secs:.2}s = {:.0} events/s (target >= 200000)",
                 n as f64 / secs
             );
+            cost.print("verify from NDJSON", n, &backends);
             println!("peak RSS (VmHWM): {:.1} MB (target <= 100)", peak_rss_mb());
         };
         result.await;

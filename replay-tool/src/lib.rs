@@ -3,9 +3,10 @@
 //! - `export` — a range of the log, or chosen streams or categories, to NDJSON (one stored
 //!   envelope per line: every field the hash covers, the payload as the stored text) plus a
 //!   manifest that embeds the server-signed checkpoint covering it ([`manifest`]).
-//! - `verify` — recomputes the hash chain from PostgreSQL or from an export, checks it against
-//!   the manifest and against saved checkpoint notes, and names the first position where it
-//!   breaks and how. Constant memory: files are streamed, the database is paged.
+//! - `verify` — recomputes the hash chain from PostgreSQL, from an export or from the relay's
+//!   Kafka topics ([`verify_kafka`]), checks it against the manifest and against saved
+//!   checkpoint notes, and names the first position where it breaks and how. Constant memory:
+//!   files are streamed, the database is paged, partitions are merged one record each.
 //! - `history` — one stream's events as a timeline, compensating events marked.
 //! - `replay` — rebuilds a projection (the server's own code) as of a position or a time into
 //!   a scratch schema, from PostgreSQL or from an export ([`replay`], [`scratch`]); `drop`
@@ -27,6 +28,7 @@ pub mod db;
 pub mod diff;
 pub mod export;
 pub mod history;
+pub mod kafka;
 pub mod manifest;
 pub mod ndjson;
 pub mod pipeline;
@@ -34,6 +36,7 @@ pub mod progress;
 pub mod replay;
 pub mod scratch;
 pub mod verify;
+pub mod verify_kafka;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -54,7 +57,7 @@ pub struct Cli {
 pub enum Command {
     /// Write a range of the log (or chosen streams/categories) to NDJSON with a manifest.
     Export(export::ExportArgs),
-    /// Recompute the hash chain from PostgreSQL or an export; check manifest and checkpoints.
+    /// Recompute the hash chain from PostgreSQL, an export or Kafka; check manifest and checkpoints.
     Verify(verify::VerifyArgs),
     /// One stream's events as a readable timeline (or JSON).
     History(history::HistoryArgs),
@@ -77,6 +80,9 @@ pub enum ToolError {
     },
     #[error("database: {0}")]
     Db(String),
+    /// The Kafka brokers (unreachable, a record that never came).
+    #[error("{0}")]
+    Kafka(String),
     /// A stored row the envelope cannot hold (hand-edited beyond what the hash can report).
     #[error("the row at position {position} is unreadable: {reason}")]
     CorruptRow { position: u64, reason: String },

@@ -15,7 +15,7 @@ use std::io::{BufReader, Write};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["database_url", "file"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["database_url", "file", "kafka"])))]
 pub struct VerifyArgs {
     /// Verify the server's PostgreSQL log.
     #[arg(long)]
@@ -23,6 +23,13 @@ pub struct VerifyArgs {
     /// Verify an NDJSON export.
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// Verify the relay's Kafka topics on these brokers (`host:port[,host:port...]`): every
+    /// partition of every `<prefix>.<category>` topic up to its end at the start.
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// The relay's topic prefix (its `KAFKA_TOPIC_PREFIX`).
+    #[arg(long, requires = "kafka", default_value = mykey_projections::kafka::DEFAULT_TOPIC_PREFIX)]
+    pub topic_prefix: String,
     /// The export's manifest (default `<file>.manifest.json` when it exists).
     #[arg(long, requires = "file", conflicts_with = "no_manifest")]
     pub manifest: Option<PathBuf>,
@@ -61,6 +68,8 @@ pub struct Verification {
     pub problem: Option<String>,
     /// Lines of the file that hold this break (file sources).
     pub line: Option<u64>,
+    /// The Kafka record that shows the break, `topic[partition]@offset` (Kafka source).
+    pub record: Option<String>,
     /// Things the auditor should know that are not failures.
     pub notes: Vec<String>,
 }
@@ -74,7 +83,7 @@ impl Verification {
         }
     }
 
-    fn failed(&mut self, problem: String) {
+    pub(crate) fn failed(&mut self, problem: String) {
         self.intact = false;
         if self.problem.is_none() {
             self.problem = Some(problem);
@@ -146,7 +155,10 @@ pub async fn run(args: &VerifyArgs, out: &mut dyn Write) -> Result<Verification,
                     format!(
                         "BROKEN ({}){}: {}",
                         b.kind.label(),
-                        v.line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+                        v.line
+                            .map(|l| format!(" at line {l}"))
+                            .or_else(|| v.record.as_ref().map(|r| format!(" at {r}")))
+                            .unwrap_or_default(),
                         b.explain()
                     ),
                 )?;
@@ -176,6 +188,7 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verification, ToolError> {
         manifest_checkpoint_verified: None,
         problem: None,
         line: None,
+        record: None,
         notes: Vec::new(),
     };
     let mut signed: Vec<(u64, Hash)> = Vec::new();
@@ -189,12 +202,22 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verification, ToolError> {
             }
         }
     }
-    match (&args.database_url, &args.file) {
-        (Some(url), _) => verify_db(url, args, signed, &mut v).await?,
-        (None, Some(file)) => verify_file(file, args, &keys, signed, &mut v)?,
-        (None, None) => {
+    match (&args.database_url, &args.file, &args.kafka) {
+        (Some(url), _, _) => verify_db(url, args, signed, &mut v).await?,
+        (None, Some(file), _) => verify_file(file, args, &keys, signed, &mut v)?,
+        (None, None, Some(brokers)) => {
+            check_prefix(&args.topic_prefix)?;
+            let (brokers, prefix) = (brokers.clone(), args.topic_prefix.clone());
+            // librdkafka blocks its thread.
+            v = tokio::task::spawn_blocking(move || {
+                crate::verify_kafka::verify(&brokers, &prefix, signed, v)
+            })
+            .await
+            .map_err(|e| ToolError::Kafka(format!("the reader stopped: {e}")))??;
+        }
+        (None, None, None) => {
             return Err(ToolError::Usage(
-                "--database-url or --file is required".into(),
+                "--database-url, --file or --kafka is required".into(),
             ))
         }
     }
@@ -255,7 +278,28 @@ async fn verify_db(
     Ok(())
 }
 
-fn conclude(v: &mut Verification, checker: &ChainChecker, first_break: Option<ChainBreak>) {
+/// A topic prefix as the relay accepts it (`KAFKA_TOPIC_PREFIX`).
+fn check_prefix(prefix: &str) -> Result<(), ToolError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= mykey_projections::kafka::MAX_TOPIC_PREFIX_LEN
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ToolError::Usage(format!(
+            "--topic-prefix {prefix:?}: expected 1 to {} characters of [A-Za-z0-9._-]",
+            mykey_projections::kafka::MAX_TOPIC_PREFIX_LEN
+        )))
+    }
+}
+
+pub(crate) fn conclude(
+    v: &mut Verification,
+    checker: &ChainChecker,
+    first_break: Option<ChainBreak>,
+) {
     v.checkpoints_matched = checker.checkpoints_matched();
     if first_break.is_some() {
         v.intact = false;

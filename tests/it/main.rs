@@ -16,6 +16,7 @@ mod pki;
 mod projections;
 mod read_models;
 mod replay;
+mod replay_kafka;
 mod replay_projections;
 mod reports;
 mod server;

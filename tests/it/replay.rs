@@ -191,6 +191,8 @@ fn file_args(file: &Path, keys: &[String]) -> VerifyArgs {
     VerifyArgs {
         database_url: None,
         file: Some(file.to_owned()),
+        kafka: None,
+        topic_prefix: mykey_projections::kafka::DEFAULT_TOPIC_PREFIX.into(),
         manifest: None,
         no_manifest: false,
         checkpoints: vec![],

@@ -150,6 +150,8 @@ async fn verify_from_postgres_against_a_saved_checkpoint_catches_rewritten_and_c
     let db_args = |checkpoints: Vec<PathBuf>| VerifyArgs {
         database_url: Some(s.db.url()),
         file: None,
+        kafka: None,
+        topic_prefix: mykey_projections::kafka::DEFAULT_TOPIC_PREFIX.into(),
         manifest: None,
         no_manifest: false,
         checkpoints,
@@ -325,6 +327,8 @@ async fn a_row_the_envelope_cannot_hold_fails_verification_at_its_position() {
     let args = VerifyArgs {
         database_url: Some(s.db.url()),
         file: None,
+        kafka: None,
+        topic_prefix: mykey_projections::kafka::DEFAULT_TOPIC_PREFIX.into(),
         manifest: None,
         no_manifest: false,
         checkpoints: vec![],
