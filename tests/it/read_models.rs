@@ -812,8 +812,28 @@ async fn login_identity_answers_what_a_login_asks() {
     use login_identity::CertificateLogin;
     use mykey_domain::certificate::CertificateRef;
     use mykey_domain::relying_party::RpStatus;
-    let (_db, client, s) = fixture(&login_identity::LoginIdentity, expect![[r#""#]]).await;
-    let cert = |serial: &str| CertificateRef::new("wca", serial).unwrap_or_else(|e| panic!("{e}"));
+    let (_db, client, s) = fixture(
+        &login_identity::LoginIdentity,
+        expect![[r#"
+        == login_certificate
+        {"cert_key":"13bc19f04aa8f97af41a2ded4714df7314a1897c3e3ebd23050dc5672fd6f089","subject":"00000000-0000-0000-0000-000000000015","revoked":false,"position":19}
+        {"cert_key":"186ae7c90c4e45f18b34e36a027875002e52557f88925c63a4f00979107e663c","subject":"00000000-0000-0000-0000-00000000000f","revoked":false,"position":15}
+        {"cert_key":"59aa9ae0d514e8ad3022f1af519dfb340f9e0b5751f49480fa02ba02e95a46ba","subject":"00000000-0000-0000-0000-000000000021","revoked":true,"position":36}
+        {"cert_key":"5f4203489b41a86c92b282565203f8015db3a60eb91020486bfbd56a0a345f3a","subject":null,"revoked":true,"position":37}
+        {"cert_key":"7fb0e6bd235cbdcb0049130b16acadf058c600ed468cbb76f874ed4dc71dd6ee","subject":"00000000-0000-0000-0000-00000000000f","revoked":false,"position":34}
+        {"cert_key":"93088b9361e2199e35edd682078d3dfbecf398fe0264dcea7adf05ce6ead08e9","subject":"00000000-0000-0000-0000-00000000001b","revoked":false,"position":23}
+        == login_ppid
+        {"ppid":"00000000000000000000000000000010","subject":"00000000-0000-0000-0000-00000000000f","relying_party":"city-1","position":18}
+        {"ppid":"00000000000000000000000000000022","subject":"00000000-0000-0000-0000-000000000021","relying_party":"city-1","position":30}
+        == login_rp
+        {"id":"biz-1","status":"active","public_jwk":{"e": "AQAB", "n": "key-1", "alg": "RS256", "kty": "RSA", "use": "sig"},"position":7}
+        {"id":"city-1","status":"active","public_jwk":{"e": "AQAB", "n": "key-2", "alg": "RS256", "kty": "RSA", "use": "sig"},"position":5}
+        {"id":"lib-1","status":"retired","public_jwk":{"e": "AQAB", "n": "key-1", "alg": "RS256", "kty": "RSA", "use": "sig"},"position":8}
+        {"id":"psp-1","status":"active","public_jwk":{"e": "AQAB", "n": "key-1", "alg": "RS256", "kty": "RSA", "use": "sig"},"position":2}
+    "#]],
+    )
+    .await;
+    let cert = |serial: &str| CertificateRef::new("ca", serial).unwrap_or_else(|e| panic!("{e}"));
     let login = |c: CertificateRef, rp: &'static str| {
         let (client, s) = (&client, &s);
         async move {
@@ -823,14 +843,14 @@ async fn login_identity_answers_what_a_login_asks() {
         }
     };
     // Citizen 1 at the city, by the first card and by its renewal: one PPID.
-    let first = login(cert("101"), "city-1").await;
+    let first = login(cert("a101"), "city-1").await;
     let CertificateLogin::Linked {
         ppid: Some(ppid), ..
     } = &first
     else {
         panic!("{first:?}")
     };
-    assert_eq!(login(cert("10ff"), "city-1").await, first);
+    assert_eq!(login(cert("a109"), "city-1").await, first);
     assert_eq!(
         ppid.as_str(),
         "00000000000000000000000000000010",
@@ -847,7 +867,7 @@ async fn login_identity_answers_what_a_login_asks() {
     );
     // Citizen 2's PPID at the city was revoked: linked, no active PPID.
     assert!(matches!(
-        login(cert("102"), "city-1").await,
+        login(cert("a102"), "city-1").await,
         CertificateLogin::Linked { ppid: None, .. }
     ));
     let rp = |id: &'static str| {
