@@ -13,8 +13,8 @@ use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::openapi::ProblemResponse;
 use crate::routes::rp::{
-    application_not_found, canonical, command_problem, parse_query, query_problem, read,
-    written_position, ListBody, PROGRAMS,
+    application_not_found, canonical, command_problem, parse_query, query_problem, read, ListBody,
+    PROGRAMS,
 };
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -221,7 +221,7 @@ pub async fn apply(
                 Ok(Answer::new(
                     StatusCode::CREATED,
                     json(ApplicationWritten::of(&a))?,
-                    Some(written_position(state_ref).await?),
+                    Some(done.position),
                 ))
             },
         )
@@ -354,7 +354,7 @@ pub async fn link(
                 Ok(Answer::new(
                     StatusCode::OK,
                     json(ApplicationWritten::of(&a))?,
-                    Some(written_position(state_ref).await?),
+                    Some(done.position),
                 ))
             },
         )
@@ -400,7 +400,7 @@ pub async fn unlink(
                 Ok(Answer::new(
                     StatusCode::OK,
                     json(ApplicationWritten::of(&a))?,
-                    Some(written_position(state_ref).await?),
+                    Some(done.position),
                 ))
             },
         )

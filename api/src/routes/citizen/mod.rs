@@ -15,7 +15,6 @@ pub mod ppids;
 pub mod session;
 
 use super::oauth::ctx;
-use super::rp::written_position;
 use crate::auth::{Auth, Ctx, ACR_PIN};
 use crate::config::ConfigError;
 use crate::errors::Problem;
@@ -200,7 +199,10 @@ async fn exchange(
             .map_err(session::IdTokenError::problem)?;
     // The login that issued the PPID may be moments old: read the subjects read model once it
     // has applied everything up to now.
-    let head = written_position(state).await?;
+    let head = {
+        use mykey_store::EventStore as _;
+        state.store.head().await.map_err(Problem::unavailable)?
+    };
     state
         .read_models
         .wait_for(SUBJECTS, head, MAX_READ_WAIT)

@@ -8,9 +8,7 @@ use crate::errors::Problem;
 use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::openapi::ProblemResponse;
-use crate::routes::rp::{
-    command_problem, parse_query, query_problem, read, written_position, ListBody,
-};
+use crate::routes::rp::{command_problem, parse_query, query_problem, read, ListBody};
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
@@ -100,14 +98,14 @@ pub async fn revoke(
                     .ok_or_else(ppid_not_found)?;
                 drop(client);
                 let ppid = Ppid::parse(&held.ppid).map_err(|_| Problem::internal())?;
-                Commands::new(state_ref.store.clone())
+                let position = Commands::new(state_ref.store.clone())
                     .revoke_ppid(&citizen_meta(subject, c_ref, id), &ppid)
                     .await
                     .map_err(command_problem)?;
                 Ok(Answer::new(
                     StatusCode::OK,
                     serde_json::json!({ "relying_party": rp_ref.as_str(), "status": "revoked" }),
-                    Some(written_position(state_ref).await?),
+                    Some(position),
                 ))
             },
         )
