@@ -858,7 +858,7 @@ async fn login_identity_answers_what_a_login_asks() {
     );
     // Citizen 3's card was revoked; a card never seen is unknown.
     assert_eq!(
-        login(cert("103"), "city-1").await,
+        login(cert("a104"), "city-1").await,
         CertificateLogin::Revoked
     );
     assert_eq!(
