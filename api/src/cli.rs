@@ -169,10 +169,10 @@ async fn export_access_log(
     filter: crate::http::access_log::ExportFilter,
     format: crate::http::access_log::ExportFormat,
 ) -> Result<(), BoxError> {
-    let (client, connection) = pg.connect(tokio_postgres::NoTls).await?;
+    let (mut client, connection) = pg.connect(tokio_postgres::NoTls).await?;
     let connection = tokio::spawn(connection);
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    let n = crate::http::access_log::export(&client, &filter, format, &mut out).await?;
+    let n = crate::http::access_log::export(&mut client, &filter, format, &mut out).await?;
     drop(client);
     let _ = connection.await;
     tracing::info!(records = n, "access log exported");

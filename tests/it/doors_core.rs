@@ -341,7 +341,7 @@ async fn every_request_is_in_the_append_only_access_log_and_exports() {
     );
     access_rows(&s, 2).await;
 
-    let client = mykey_tests::connect(&s.db_config).await;
+    let mut client = mykey_tests::connect(&s.db_config).await;
     let rows = client
         .query(
             "SELECT principal, role, route, method, status, latency_us, correlation_id::text \
@@ -412,7 +412,7 @@ async fn every_request_is_in_the_append_only_access_log_and_exports() {
         principal: None,
     };
     let mut csv = Vec::new();
-    let n = export(&client, &all, ExportFormat::Csv, &mut csv)
+    let n = export(&mut client, &all, ExportFormat::Csv, &mut csv)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 2);
@@ -434,7 +434,7 @@ async fn every_request_is_in_the_append_only_access_log_and_exports() {
         ..all.clone()
     };
     let mut nd = Vec::new();
-    let n = export(&client, &ops, ExportFormat::Ndjson, &mut nd)
+    let n = export(&mut client, &ops, ExportFormat::Ndjson, &mut nd)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(n, 1);
@@ -448,7 +448,7 @@ async fn every_request_is_in_the_append_only_access_log_and_exports() {
         principal: None,
     };
     let mut none = Vec::new();
-    let n = export(&client, &before, ExportFormat::Ndjson, &mut none)
+    let n = export(&mut client, &before, ExportFormat::Ndjson, &mut none)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((n, none.len()), (0, 0));

@@ -398,7 +398,7 @@ async fn programs_and_applications_with_reviews_corrections_and_grants() {
     assert!(corrected_step.patch_id.is_some());
     assert_eq!(
         history.last().map(|h| (h.event_type.as_str(), h.patch_id)),
-        Some(("ReversalPaid", None))
+        Some((<mykey_schemas::stored::application::ReversalPaidV1 as mykey_schemas::StoredEvent>::EVENT_TYPE, None))
     );
 }
 

@@ -160,16 +160,26 @@ pub const EXPORT_COLUMNS: &[&str] = &[
 
 /// Writes the records matching `filter`, oldest first, to `out`; returns how many. Reads in
 /// pages of [`EXPORT_PAGE`] (keyset on the row id), so a year's range does not fill memory.
+///
+/// Every page reads one snapshot (a repeatable-read, read-only transaction): ids are taken
+/// before their rows commit, so between two pages a row with an id below the keyset could
+/// commit and, read page by page outside one snapshot, be skipped by this export.
 pub async fn export(
-    client: &tokio_postgres::Client,
+    client: &mut tokio_postgres::Client,
     filter: &ExportFilter,
     format: ExportFormat,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64, ExportError> {
+    let snapshot = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let mut after: i64 = 0;
     let mut count = 0u64;
     loop {
-        let rows = client
+        let rows = snapshot
             .query(
                 "SELECT id, at, principal, role, rp, route, method, status, latency_us, \
                  correlation_id FROM access_log WHERE at >= $1 AND at < $2 AND id > $3 \
@@ -232,6 +242,7 @@ pub async fn export(
             break;
         }
     }
+    snapshot.commit().await?;
     out.flush()?;
     Ok(count)
 }

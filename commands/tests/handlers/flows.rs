@@ -346,7 +346,12 @@ async fn a_patch_invalidates_a_ppid_exactly_as_its_dry_run_showed() {
             (p.event_id, &p.event_type, &p.payload)
         );
     }
-    assert!(patched.iter().any(|e| e.event_type == "PatchApplied"));
+    assert!(patched.iter().any(|e| matches!(
+        mykey_schemas::decode_any(e),
+        Ok(mykey_schemas::AnyEvent::Patch(
+            mykey_domain::patch::PatchEvent::Applied { .. }
+        ))
+    )));
     assert_eq!(
         patched
             .iter()
@@ -717,7 +722,7 @@ async fn a_version_conflict_is_retried_on_fresh_state() {
         ExpectedVersion::Exact(1),
         vec![NewEvent {
             event_id: Uuid::from_u128(1),
-            event_type: "TestCardInventoryChecked".into(),
+            event_type: <mykey_schemas::stored::test_card::TestCardInventoryCheckedV1 as mykey_schemas::StoredEvent>::EVENT_TYPE.into(),
             schema_version: 1,
             payload,
         }],
@@ -840,7 +845,7 @@ async fn a_v1_registration_in_the_log_is_upcast_on_read_and_usable() {
         ExpectedVersion::NoStream,
         vec![NewEvent {
             event_id: Uuid::from_u128(42),
-            event_type: "RelyingPartyRegistered".into(),
+            event_type: <mykey_schemas::stored::relying_party::RelyingPartyRegisteredV1 as mykey_schemas::StoredEvent>::EVENT_TYPE.into(),
             schema_version: 1,
             payload,
         }],

@@ -777,7 +777,7 @@ fn plan(stream: &str) -> Vec<PlannedAppend> {
         expected_version: 1,
         events: vec![PlannedEvent {
             event_id: Uuid::from_u128(1),
-            event_type: "PpidInvalidated".into(),
+            event_type: <mykey_schemas::stored::ppid::PpidInvalidatedV1 as mykey_schemas::StoredEvent>::EVENT_TYPE.into(),
             schema_version: 1,
             payload: "{}".into(),
         }],

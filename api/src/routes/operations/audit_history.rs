@@ -73,8 +73,8 @@ pub async fn access_log(
         to: q.to,
         principal: q.principal,
     };
-    let client = super::client(&state).await?;
-    let pg: &tokio_postgres::Client = &client;
+    let mut client = super::client(&state).await?;
+    let pg: &mut tokio_postgres::Client = &mut client;
     let mut out = Vec::new();
     export(pg, &filter, format, &mut out)
         .await
