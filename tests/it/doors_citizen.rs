@@ -9,6 +9,7 @@
 //! citizen, a municipality's and a provider's access token, an operator token, no credential
 //! and an expired session are refused, and "not yours" reads exactly like "unknown".
 
+use super::doors_rp::{assert_problem, b64u, es256, json_of, Got};
 use crate::pki::{pki, Card, CardSpec};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -31,50 +32,12 @@ const SCREENS: &str = "citizen-screens";
 /// How long a test waits for the projections to apply what it wrote.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
-type Got = (u16, String, Value);
-
 struct App {
     base: String,
     http: reqwest::Client,
     store: PgEventStore,
     clock: Clock,
     db: TestDb,
-}
-
-fn b64u(b: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(b)
-}
-
-fn es256(key: &EcdsaKeyPair, claims: &Value) -> String {
-    let header = json!({ "alg": "ES256", "typ": "JWT" });
-    let input = format!(
-        "{}.{}",
-        b64u(header.to_string().as_bytes()),
-        b64u(claims.to_string().as_bytes())
-    );
-    let sig = key
-        .sign(&SystemRandom::new(), input.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    format!("{input}.{}", b64u(sig.as_ref()))
-}
-
-async fn json_of(resp: reqwest::Response) -> Got {
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, ct, body)
-}
-
-#[track_caller]
-fn assert_problem(got: &Got, status: u16, code: &str) {
-    assert_eq!(got.0, status, "status for {code}: {:?}", got.2);
-    assert_eq!(got.1, "application/problem+json", "content type for {code}");
-    assert_eq!(got.2["code"], code, "{:?}", got.2);
 }
 
 async fn spawn() -> App {

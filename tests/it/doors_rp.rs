@@ -46,7 +46,7 @@ pub(super) struct Rp {
 
 pub(super) type Got = (u16, String, Value);
 
-fn b64u(b: &[u8]) -> String {
+pub(super) fn b64u(b: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
@@ -58,7 +58,7 @@ fn new_key() -> EcdsaKeyPair {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn es256(key: &EcdsaKeyPair, claims: &Value) -> String {
+pub(super) fn es256(key: &EcdsaKeyPair, claims: &Value) -> String {
     let header = json!({ "alg": "ES256", "typ": "JWT" });
     let input = format!(
         "{}.{}",

@@ -7,7 +7,7 @@
 //! reference at it (entered on the platform's screens), unlinking removes it.
 
 use super::{citizen, citizen_meta, scope};
-use crate::auth::Auth;
+use crate::auth::{Auth, Ctx};
 use crate::errors::Problem;
 use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
@@ -20,13 +20,14 @@ use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use mykey_commands::Commands;
+use mykey_commands::{CommandError, CommandMeta, Commands, Executed};
 use mykey_domain::application::{ApplicationState, ReviewOutcome};
 use mykey_domain::{ApplicationId, ProgramId, RelyingPartyId, SubjectId};
 use mykey_projections::models::programs::{
     self, ApplicationFilter, ApplicationView, ProgramFilter, ProgramView,
 };
 use mykey_projections::models::PageRequest;
+use mykey_store::pg::PgEventStore;
 use serde::{Deserialize, Serialize};
 
 /// Longest account reference or reason a citizen may enter (the write model refuses control
@@ -332,33 +333,20 @@ pub async fn link(
     let body: web::Json<LinkBody> = crate::routes::extract_body(&req, payload).await?;
     let (program, _) = own_application_id(&path, subject)?;
     bounded("account", &body.account)?;
-    let (state_ref, c_ref, program_ref, body_ref) = (&state, &c, &program, &body);
-    state
-        .idempotency
-        .run(
-            &req,
-            KeyRule::Optional,
-            &scope(subject),
-            &canonical(&**body_ref),
-            move |id| async move {
-                let done = Commands::new(state_ref.store.clone())
-                    .link_payment_service(
-                        &citizen_meta(subject, c_ref, id),
-                        program_ref,
-                        subject,
-                        &body_ref.account,
-                    )
-                    .await
-                    .map_err(command_problem)?;
-                let a = done.state.ok_or_else(application_not_found)?;
-                Ok(Answer::new(
-                    StatusCode::OK,
-                    json(ApplicationWritten::of(&a))?,
-                    Some(done.position),
-                ))
-            },
-        )
-        .await
+    let canonical_body = canonical(&*body);
+    write_own_application(
+        &state,
+        &req,
+        subject,
+        &c,
+        &canonical_body,
+        |commands, meta| async move {
+            commands
+                .link_payment_service(&meta, &program, subject, &body.account)
+                .await
+        },
+    )
+    .await
 }
 
 /// Unlinks the citizen's payment-service account (they may link again afterwards).
@@ -378,24 +366,50 @@ pub async fn unlink(
     let body: web::Json<UnlinkBody> = crate::routes::extract_body(&req, payload).await?;
     let (program, _) = own_application_id(&path, subject)?;
     bounded("reason", &body.reason)?;
-    let (state_ref, c_ref, program_ref, body_ref) = (&state, &c, &program, &body);
+    let canonical_body = canonical(&*body);
+    write_own_application(
+        &state,
+        &req,
+        subject,
+        &c,
+        &canonical_body,
+        |commands, meta| async move {
+            commands
+                .unlink_payment_service(&meta, &program, subject, &body.reason)
+                .await
+        },
+    )
+    .await
+}
+
+/// Runs one of the citizen's commands on their own application under the request's
+/// Idempotency-Key; answers the application as written and the position the command wrote.
+async fn write_own_application<F, Fut>(
+    state: &AppState,
+    req: &HttpRequest,
+    subject: SubjectId,
+    c: &Ctx,
+    canonical_body: &[u8],
+    command: F,
+) -> Result<HttpResponse, Problem>
+where
+    F: FnOnce(Commands<PgEventStore>, CommandMeta) -> Fut,
+    Fut: std::future::Future<Output = Result<Executed<Option<ApplicationState>>, CommandError>>,
+{
     state
         .idempotency
         .run(
-            &req,
+            req,
             KeyRule::Optional,
             &scope(subject),
-            &canonical(&**body_ref),
-            move |id| async move {
-                let done = Commands::new(state_ref.store.clone())
-                    .unlink_payment_service(
-                        &citizen_meta(subject, c_ref, id),
-                        program_ref,
-                        subject,
-                        &body_ref.reason,
-                    )
-                    .await
-                    .map_err(command_problem)?;
+            canonical_body,
+            |id| async move {
+                let done = command(
+                    Commands::new(state.store.clone()),
+                    citizen_meta(subject, c, id),
+                )
+                .await
+                .map_err(command_problem)?;
                 let a = done.state.ok_or_else(application_not_found)?;
                 Ok(Answer::new(
                     StatusCode::OK,
