@@ -198,6 +198,9 @@ api_codes! {
     CITIZEN_TOKEN_AUDIENCE = 401,
     /// The citizen session expired: log in again.
     CITIZEN_SESSION_EXPIRED = 401,
+    /// The citizen's PPID at the screens, which the session was opened with, was revoked or
+    /// invalidated: the session ended. Log in again.
+    CITIZEN_SESSION_REVOKED = 401,
     /// Only the platform's own citizen screens (`MYKEY_CITIZEN_RP`) open citizen sessions.
     NOT_CITIZEN_RP = 403,
     /// The ID token to exchange is not valid (malformed, bad signature, expired, its PPID no
@@ -205,6 +208,8 @@ api_codes! {
     CITIZEN_ID_TOKEN_INVALID = 401,
     /// The ID token to exchange was issued to another relying party.
     CITIZEN_ID_TOKEN_AUDIENCE = 401,
+    /// The ID token already opened a session (an ID token is traded once).
+    CITIZEN_ID_TOKEN_USED = 401,
     /// A citizen session needs a PIN login; a かざし login does not prove possession.
     CITIZEN_PIN_REQUIRED = 403,
     APPLICATION_ALREADY_SUBMITTED = 409,

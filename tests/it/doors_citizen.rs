@@ -662,6 +662,87 @@ async fn each_citizen_endpoint_refuses_what_it_must() {
 }
 
 #[tokio::test]
+async fn an_id_token_opens_one_session_and_a_session_ends_with_its_ppid() {
+    let app = spawn().await;
+    let screens = app.rp(SCREENS, "private_business").await;
+    let mine = card();
+    let held = "/v1/citizen/relying-parties";
+
+    // Traded once: a replay, sequential or concurrent, is refused.
+    let id_token = app.pin_login(&screens, &mine).await;
+    let first = app.exchange(&screens, &id_token).await;
+    assert_eq!(first.0, 201, "{:?}", first.2);
+    assert_problem(
+        &app.exchange(&screens, &id_token).await,
+        401,
+        "CITIZEN_ID_TOKEN_USED",
+    );
+    let id_token = app.pin_login(&screens, &mine).await;
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let request = app
+            .http
+            .post(app.url("/v1/citizen/sessions"))
+            .header("idempotency-key", Uuid::new_v4().to_string())
+            .bearer_auth(&screens)
+            .json(&json!({ "id_token": id_token }));
+        racers.spawn(async move {
+            json_of(request.send().await.unwrap_or_else(|e| panic!("{e}"))).await
+        });
+    }
+    let answers: Vec<Got> = racers.join_all().await;
+    let opened = answers.iter().filter(|a| a.0 == 201).count();
+    assert_eq!(
+        opened,
+        1,
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    for refused in answers.iter().filter(|a| a.0 != 201) {
+        assert_problem(refused, 401, "CITIZEN_ID_TOKEN_USED");
+    }
+    let session = first.2["session_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let got = app.get(held, Some(&session)).await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+
+    // The citizen revokes the screens' PPID: every session opened with it ends at once.
+    let got = app
+        .post(&format!("{held}/{SCREENS}/revoke"), Some(&session), None)
+        .await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+    let other = answers
+        .iter()
+        .find(|a| a.0 == 201)
+        .and_then(|a| a.2["session_token"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    for s in [&session, &other] {
+        assert_problem(
+            &app.get(held, Some(s)).await,
+            401,
+            "CITIZEN_SESSION_REVOKED",
+        );
+        assert_problem(
+            &app.post(
+                "/v1/citizen/applications",
+                Some(s),
+                Some(&json!({ "program": "points-a", "payment_service": "psp-a" })),
+            )
+            .await,
+            401,
+            "CITIZEN_SESSION_REVOKED",
+        );
+    }
+    // A new PIN login issues a new PPID at the screens, and a new session works.
+    let fresh = app.session(&screens, &mine).await;
+    let got = app.get(held, Some(&fresh)).await;
+    assert_eq!(got.0, 200, "{:?}", got.2);
+}
+
+#[tokio::test]
 async fn the_citizen_door_is_a_tenant_matrix() {
     let app = spawn().await;
     let screens = app.rp(SCREENS, "private_business").await;

@@ -152,7 +152,7 @@ pub async fn open_programs(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    citizen(&auth, &req, "citizen.programs").await?;
+    citizen(&auth, &state, &req, "citizen.programs").await?;
     let q: PageQuery = parse_query(&req)?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
     let (schema, position, client) = read(&state, &req, PROGRAMS).await?;
@@ -196,7 +196,7 @@ pub async fn apply(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, c) = citizen(&auth, &req, "citizen.apply").await?;
+    let (subject, c) = citizen(&auth, &state, &req, "citizen.apply").await?;
     let body: web::Json<ApplyBody> = crate::routes::extract_body(&req, payload).await?;
     let program = ProgramId::parse(&body.program).map_err(|e| invalid(e.to_string()))?;
     let psp = RelyingPartyId::parse(&body.payment_service).map_err(|e| invalid(e.to_string()))?;
@@ -239,7 +239,7 @@ pub async fn list_own(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, _) = citizen(&auth, &req, "citizen.applications").await?;
+    let (subject, _) = citizen(&auth, &state, &req, "citizen.applications").await?;
     let q: PageQuery = parse_query(&req)?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
     let (schema, position, client) = read(&state, &req, PROGRAMS).await?;
@@ -278,7 +278,7 @@ pub async fn get_own(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, _) = citizen(&auth, &req, "citizen.application").await?;
+    let (subject, _) = citizen(&auth, &state, &req, "citizen.application").await?;
     let (_, id) = own_application_id(&path, subject)?;
     let (schema, position, client) = read(&state, &req, PROGRAMS).await?;
     let a = programs::application(&**client, &schema, &id)
@@ -329,7 +329,7 @@ pub async fn link(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, c) = citizen(&auth, &req, "citizen.link").await?;
+    let (subject, c) = citizen(&auth, &state, &req, "citizen.link").await?;
     let body: web::Json<LinkBody> = crate::routes::extract_body(&req, payload).await?;
     let (program, _) = own_application_id(&path, subject)?;
     bounded("account", &body.account)?;
@@ -362,7 +362,7 @@ pub async fn unlink(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, c) = citizen(&auth, &req, "citizen.unlink").await?;
+    let (subject, c) = citizen(&auth, &state, &req, "citizen.unlink").await?;
     let body: web::Json<UnlinkBody> = crate::routes::extract_body(&req, payload).await?;
     let (program, _) = own_application_id(&path, subject)?;
     bounded("reason", &body.reason)?;

@@ -64,9 +64,13 @@ fn authorization(req: &HttpRequest) -> Option<&str> {
 }
 
 /// The citizen behind the request (their session token), recorded as the request's principal;
-/// `endpoint` names a refusal in the audit counters.
+/// `endpoint` names a refusal in the audit counters. A session whose PPID at the screens was
+/// revoked or invalidated is refused: the check reads the subjects read model once it has
+/// applied everything committed before the request, so a request that starts after the
+/// revocation's answer never passes.
 pub(super) async fn citizen(
     auth: &Auth,
+    state: &AppState,
     req: &HttpRequest,
     endpoint: &'static str,
 ) -> Result<(SubjectId, Ctx), Problem> {
@@ -76,26 +80,58 @@ pub(super) async fn citizen(
     let verified = session::verify(authorization(req), &auth.settings.issuer, now, |kid| {
         auth.keys.verifying(kid, now).map(|k| k.public.clone())
     });
-    match verified {
+    let session = match verified {
+        Ok(s) => s,
         Err(e) => {
             let p = e.problem();
             auth.refuse(&c, endpoint, None, &p).await;
-            Err(p)
+            return Err(p);
         }
-        Ok(s) => {
-            c.adopt_correlation_id();
-            attach_principal(
-                req,
-                Principal {
-                    id: s.subject.0.to_string(),
-                    role: "citizen".to_owned(),
-                    rp: None,
-                },
-                c.correlation_id,
-            );
-            Ok((s.subject, c))
+    };
+    match subjects_holder(state, &session.ppid).await? {
+        Some((subject, _)) if subject == session.subject => {}
+        _ => {
+            let p = session::SessionError::Revoked.problem();
+            auth.refuse(&c, endpoint, None, &p).await;
+            return Err(p);
         }
     }
+    c.adopt_correlation_id();
+    attach_principal(
+        req,
+        Principal {
+            id: session.subject.0.to_string(),
+            role: "citizen".to_owned(),
+            rp: None,
+        },
+        c.correlation_id,
+    );
+    Ok((session.subject, c))
+}
+
+/// Who holds `ppid` (subject and relying party) while it is active, read from the subjects read
+/// model after it applied everything committed before this call.
+async fn subjects_holder(
+    state: &AppState,
+    ppid: &str,
+) -> Result<Option<(SubjectId, String)>, Problem> {
+    let head = {
+        use mykey_store::EventStore as _;
+        state.store.head().await.map_err(Problem::unavailable)?
+    };
+    state
+        .read_models
+        .wait_for(SUBJECTS, head, MAX_READ_WAIT)
+        .await
+        .map_err(|b| behind(b, head, MAX_READ_WAIT))?;
+    let schema = state
+        .projections
+        .active_schema(SUBJECTS)
+        .ok_or_else(|| Problem::unavailable("read model subjects not serving"))?;
+    let client = state.read_pool.get().await.map_err(Problem::unavailable)?;
+    subjects::holder(&**client, &schema, ppid)
+        .await
+        .map_err(super::rp::query_problem)
 }
 
 /// The command metadata of a citizen's request, with its idempotent command id.
@@ -194,35 +230,39 @@ async fn exchange(
     let body: web::Json<SessionRequest> = super::extract_body(req, payload).await?;
     let now = auth.settings.clock.now_secs();
     let key = |kid: &str| auth.keys.verifying(kid, now).map(|k| k.public.clone());
-    let ppid =
+    let id_token =
         session::verify_id_token(&body.id_token, &auth.settings.issuer, rp, ACR_PIN, now, key)
             .map_err(session::IdTokenError::problem)?;
-    // The login that issued the PPID may be moments old: read the subjects read model once it
-    // has applied everything up to now.
-    let head = {
-        use mykey_store::EventStore as _;
-        state.store.head().await.map_err(Problem::unavailable)?
-    };
-    state
-        .read_models
-        .wait_for(SUBJECTS, head, MAX_READ_WAIT)
-        .await
-        .map_err(|b| behind(b, head, MAX_READ_WAIT))?;
-    let schema = state
-        .projections
-        .active_schema(SUBJECTS)
-        .ok_or_else(|| Problem::unavailable("read model subjects not serving"))?;
-    let client = state.read_pool.get().await.map_err(Problem::unavailable)?;
-    let subject = match subjects::holder(&**client, &schema, &ppid)
-        .await
-        .map_err(super::rp::query_problem)?
-    {
+    // The login that issued the PPID may be moments old: the holder is read once the read
+    // model has applied everything up to now.
+    let subject = match subjects_holder(state, &id_token.ppid).await? {
         Some((subject, holder)) if holder == rp => subject,
         _ => return Err(session::IdTokenError::PpidInactive.problem()),
     };
+    // Single use, claimed last so that a refused exchange does not burn the token. The id is
+    // namespaced: the store also holds the screens' own client-assertion ids.
+    let first_use = auth
+        .db
+        .claim_jti(
+            rp,
+            &format!("id-token:{}", id_token.jti),
+            id_token.expires_at,
+        )
+        .await
+        .map_err(Problem::unavailable)?;
+    if !first_use {
+        return Err(session::IdTokenError::Used.problem());
+    }
     let key = auth.keys.active().map_err(Problem::unavailable)?;
-    let (token, _) = session::issue(&key.signer, &key.kid, &auth.settings.issuer, subject, now)
-        .map_err(|_| Problem::internal())?;
+    let (token, _) = session::issue(
+        &key.signer,
+        &key.kid,
+        &auth.settings.issuer,
+        subject,
+        &id_token.ppid,
+        now,
+    )
+    .map_err(|_| Problem::internal())?;
     Ok(SessionBody {
         session_token: token,
         token_type: "Bearer".to_owned(),

@@ -41,7 +41,7 @@ pub async fn holders(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, _) = citizen(&auth, &req, "citizen.relying_parties").await?;
+    let (subject, _) = citizen(&auth, &state, &req, "citizen.relying_parties").await?;
     let q: PageQuery = parse_query(&req)?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
     let (schema, position, client) = read(&state, &req, SUBJECTS).await?;
@@ -78,7 +78,7 @@ pub async fn revoke(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let (subject, c) = citizen(&auth, &req, "citizen.revoke").await?;
+    let (subject, c) = citizen(&auth, &state, &req, "citizen.revoke").await?;
     let rp = RelyingPartyId::parse(&path).map_err(|_| ppid_not_found())?;
     let (state_ref, req_ref, c_ref, rp_ref) = (&state, &req, &c, &rp);
     // The lookup runs inside: a retry of a revocation that succeeded replays its answer

@@ -13,12 +13,16 @@
 //! Refusals, each with its code: no token (`CITIZEN_TOKEN_MISSING`), not ours
 //! (`CITIZEN_TOKEN_INVALID`), ours but not a citizen session, e.g. an RP's access token
 //! (`CITIZEN_TOKEN_NOT_CITIZEN`), another audience (`CITIZEN_TOKEN_AUDIENCE`), expired
-//! (`CITIZEN_SESSION_EXPIRED`). The type is checked only after the signature, so "not a
-//! citizen token" is never said about a token someone else made.
+//! (`CITIZEN_SESSION_EXPIRED`), its PPID at the screens revoked or invalidated since
+//! (`CITIZEN_SESSION_REVOKED`, checked by the door against the subjects read model). The type
+//! is checked only after the signature, so "not a citizen token" is never said about a token
+//! someone else made.
 //!
 //! The subject id is in the token: the screens are the platform's own, not a third party
-//! (third parties only ever see PPIDs). A session is not revoked before its expiry when the
-//! citizen revokes the screens' PPID; the short life bounds that.
+//! (third parties only ever see PPIDs). So is the screens' PPID it was opened with: a session
+//! ends when that PPID does (the citizen revokes the screens, or a data patch invalidates it).
+//! An ID token opens at most one session: its `jti` is claimed in the same single-use store as
+//! client assertions' (`CITIZEN_ID_TOKEN_USED` the second time).
 
 use crate::auth::jws::{JwsError, Parsed, Signer, VerifyKey};
 use crate::errors::Problem;
@@ -47,12 +51,15 @@ struct SessionClaims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// The citizen's PPID at the screens, from the ID token the session was opened with.
+    ppid: String,
 }
 
-/// A verified session: whose, and until when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A verified session: whose, opened with which PPID at the screens, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub subject: SubjectId,
+    pub ppid: String,
     pub expires_at: i64,
 }
 
@@ -69,6 +76,8 @@ pub enum SessionError {
     Audience,
     #[error("the session expired; log in again")]
     Expired,
+    #[error("the session ended: the citizen's PPID at the screens is no longer active")]
+    Revoked,
 }
 
 impl SessionError {
@@ -79,6 +88,7 @@ impl SessionError {
             SessionError::NotCitizen => "CITIZEN_TOKEN_NOT_CITIZEN",
             SessionError::Audience => "CITIZEN_TOKEN_AUDIENCE",
             SessionError::Expired => "CITIZEN_SESSION_EXPIRED",
+            SessionError::Revoked => "CITIZEN_SESSION_REVOKED",
         }
     }
 
@@ -87,12 +97,14 @@ impl SessionError {
     }
 }
 
-/// Signs a session for `subject` at `now` (seconds); the token and its expiry.
+/// Signs a session for `subject`, opened with their screens' `ppid`, at `now` (seconds); the
+/// token and its expiry.
 pub fn issue(
     signer: &Signer,
     kid: &str,
     issuer: &str,
     subject: SubjectId,
+    ppid: &str,
     now: i64,
 ) -> Result<(String, i64), JwsError> {
     let exp = now + SESSION_TTL_SECS;
@@ -103,6 +115,7 @@ pub fn issue(
         iat: now,
         exp,
         jti: Uuid::new_v4().to_string(),
+        ppid: ppid.to_owned(),
     };
     Ok((signer.sign(kid, SESSION_TYP, &claims)?, exp))
 }
@@ -144,6 +157,7 @@ pub fn verify(
     let subject = Uuid::parse_str(&claims.sub).map_err(|_| SessionError::Invalid)?;
     Ok(Session {
         subject: SubjectId(subject),
+        ppid: claims.ppid,
         expires_at: claims.exp,
     })
 }
@@ -157,6 +171,15 @@ pub struct IdTokenClaims {
     pub sub: String,
     pub exp: i64,
     pub acr: String,
+    pub jti: String,
+}
+
+/// A verified ID token: the PPID it names, and its id and expiry (for single use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdToken {
+    pub ppid: String,
+    pub jti: String,
+    pub expires_at: i64,
 }
 
 /// Why an ID token cannot be traded for a session.
@@ -172,6 +195,8 @@ pub enum IdTokenError {
     PinRequired,
     #[error("the ID token's PPID is no longer active")]
     PpidInactive,
+    #[error("the ID token already opened a session; log in again")]
+    Used,
 }
 
 impl IdTokenError {
@@ -182,6 +207,7 @@ impl IdTokenError {
             }
             IdTokenError::Audience => "CITIZEN_ID_TOKEN_AUDIENCE",
             IdTokenError::PinRequired => "CITIZEN_PIN_REQUIRED",
+            IdTokenError::Used => "CITIZEN_ID_TOKEN_USED",
         }
     }
 
@@ -190,7 +216,7 @@ impl IdTokenError {
     }
 }
 
-/// Checks an ID token the platform issued to relying party `rp` by a PIN login; its PPID.
+/// Checks an ID token the platform issued to relying party `rp` by a PIN login.
 pub fn verify_id_token(
     token: &str,
     issuer: &str,
@@ -198,7 +224,7 @@ pub fn verify_id_token(
     pin_acr: &str,
     now: i64,
     key: impl Fn(&str) -> Option<VerifyKey>,
-) -> Result<String, IdTokenError> {
+) -> Result<VerifiedIdToken, IdTokenError> {
     let jws = Parsed::parse(token).map_err(|_| IdTokenError::Invalid)?;
     let kid = jws.header.kid.as_deref().ok_or(IdTokenError::Invalid)?;
     let key = key(kid).ok_or(IdTokenError::Invalid)?;
@@ -219,7 +245,11 @@ pub fn verify_id_token(
     if claims.acr != pin_acr {
         return Err(IdTokenError::PinRequired);
     }
-    Ok(claims.sub)
+    Ok(VerifiedIdToken {
+        ppid: claims.sub,
+        jti: claims.jti,
+        expires_at: claims.exp,
+    })
 }
 
 #[cfg(test)]
@@ -246,13 +276,14 @@ mod tests {
         let s = signer();
         let subject = SubjectId(Uuid::from_u128(7));
         let (token, exp) =
-            issue(&s, "k1", ISSUER, subject, 1_000).unwrap_or_else(|e| panic!("{e}"));
+            issue(&s, "k1", ISSUER, subject, "ppid-s", 1_000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(exp, 1_000 + SESSION_TTL_SECS);
         let got = verify(Some(&header(&token)), ISSUER, exp, keys(&s));
         assert_eq!(
             got,
             Ok(Session {
                 subject,
+                ppid: "ppid-s".into(),
                 expires_at: exp
             })
         );
@@ -266,7 +297,8 @@ mod tests {
     fn each_refusal_has_its_code() {
         let s = signer();
         let subject = SubjectId(Uuid::from_u128(7));
-        let (token, _) = issue(&s, "k1", ISSUER, subject, 1_000).unwrap_or_else(|e| panic!("{e}"));
+        let (token, _) =
+            issue(&s, "k1", ISSUER, subject, "ppid-s", 1_000).unwrap_or_else(|e| panic!("{e}"));
         let refused = |auth: Option<&str>, issuer: &str| verify(auth, issuer, 1_000, keys(&s));
         assert_eq!(refused(None, ISSUER), Err(SessionError::Missing));
         assert_eq!(refused(Some("Basic x"), ISSUER), Err(SessionError::Missing));
@@ -277,13 +309,13 @@ mod tests {
         // Another key (unknown kid, or a forged signature): not ours.
         let other = signer();
         let (forged, _) =
-            issue(&other, "k1", ISSUER, subject, 1_000).unwrap_or_else(|e| panic!("{e}"));
+            issue(&other, "k1", ISSUER, subject, "ppid-s", 1_000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             refused(Some(&header(&forged)), ISSUER),
             Err(SessionError::Invalid)
         );
         let (unknown_kid, _) =
-            issue(&s, "k2", ISSUER, subject, 1_000).unwrap_or_else(|e| panic!("{e}"));
+            issue(&s, "k2", ISSUER, subject, "ppid-s", 1_000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             refused(Some(&header(&unknown_kid)), ISSUER),
             Err(SessionError::Invalid)
@@ -308,6 +340,7 @@ mod tests {
             iat: 1_000,
             exp: 2_000,
             jti: "j".into(),
+            ppid: "ppid-s".into(),
         };
         let elsewhere = s
             .sign("k1", SESSION_TYP, &claims)
@@ -327,6 +360,7 @@ mod tests {
             SessionError::NotCitizen,
             SessionError::Audience,
             SessionError::Expired,
+            SessionError::Revoked,
         ] {
             assert_eq!(
                 e.problem().status(),
@@ -349,7 +383,11 @@ mod tests {
         let check = |t: &str| verify_id_token(t, ISSUER, "screens", "pin", 1_000, keys(&s));
         assert_eq!(
             check(&id("screens", "pin", 1_000, "JWT")),
-            Ok("ppid-1".to_owned())
+            Ok(VerifiedIdToken {
+                ppid: "ppid-1".to_owned(),
+                jti: "j".to_owned(),
+                expires_at: 1_000
+            })
         );
         assert_eq!(
             check(&id("screens", "pin", 999, "JWT")),
