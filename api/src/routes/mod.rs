@@ -8,11 +8,14 @@ pub mod oauth;
 pub mod operations;
 pub mod operator;
 pub mod provider;
+pub mod read;
 pub mod rp;
 pub mod wellknown;
 
+use crate::codes::status_of;
 use crate::errors::Problem;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use mykey_commands::CommandError;
 
 /// Registers, for every path of the generated document ([`crate::http::openapi`]), a 405
 /// `METHOD_NOT_ALLOWED` answer (with `Allow`) as problem+json for the methods it does not
@@ -68,4 +71,18 @@ where
                 _ => Problem::malformed_body(),
             }
         })
+}
+
+/// A write-model refusal or failure as problem+json (status from [`crate::codes`]).
+pub fn command_problem(e: CommandError) -> Problem {
+    match &e {
+        CommandError::Domain(d) => {
+            Problem::new(status_of(d.code()), d.code(), "Refused").with_detail(d.to_string())
+        }
+        CommandError::Contention { .. } | CommandError::Store(_) => Problem::unavailable(&e),
+        _ => {
+            tracing::error!(error = %e, "operator command failed");
+            Problem::internal()
+        }
+    }
 }

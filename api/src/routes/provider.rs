@@ -74,7 +74,7 @@ pub async fn awaiting_grant(
         None | Some("approved") => (ApplicationStatus::Approved, Some(true)),
         Some("granted") => (ApplicationStatus::Granted, None),
         Some(_) => {
-            return Err(super::rp::invalid_query("status is approved or granted"));
+            return Err(super::read::bad_query("status is approved or granted"));
         }
     };
     let filter = ApplicationFilter {

@@ -11,7 +11,9 @@
 //! The helpers here (caller, read-model access, error mapping) are shared with the provider
 //! door ([`super::provider`]).
 
+pub(super) use super::command_problem;
 use super::oauth::ctx;
+pub(super) use super::read::{bad_query, query_problem, read};
 use crate::auth::{Auth, Ctx};
 use crate::errors::Problem;
 use crate::http::consistency::positioned;
@@ -22,11 +24,11 @@ use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use mykey_commands::{CommandError, CommandMeta, Commands};
+use mykey_commands::{CommandMeta, Commands};
 use mykey_domain::application::ReviewOutcome;
 use mykey_domain::{Ppid, ProgramId, RelyingPartyId, Role, SubjectId};
 use mykey_projections::models::programs::{ApplicationFilter, ApplicationStatus, ApplicationView};
-use mykey_projections::models::{notices, ppids, PageRequest, QueryError};
+use mykey_projections::models::{notices, ppids, PageRequest};
 use serde::{Deserialize, Serialize};
 
 /// Read models this door reads (projection names).
@@ -75,56 +77,10 @@ pub(super) fn rp_meta(rp: &RelyingPartyId, c: &Ctx, command_id: uuid::Uuid) -> C
     }
 }
 
-/// A read of `projection`: waits for the request's `min_position`, then gives the schema to
-/// query, the position the answer reflects and a connection.
-pub(super) async fn read(
-    state: &AppState,
-    req: &HttpRequest,
-    projection: &str,
-) -> Result<(std::sync::Arc<str>, u64, deadpool_postgres::Object), Problem> {
-    let position =
-        crate::http::consistency::read_at(state.read_models.as_ref(), projection, req).await?;
-    let schema = state
-        .projections
-        .active_schema(projection)
-        .ok_or_else(|| Problem::unavailable(format!("read model {projection} not serving")))?;
-    let client = state.read_pool.get().await.map_err(Problem::unavailable)?;
-    Ok((schema, position, client))
-}
-
-/// A read-model query failure: a bad page request is the caller's; the rest is ours.
-pub(super) fn query_problem(e: QueryError) -> Problem {
-    match e {
-        QueryError::BadLimit | QueryError::BadCursor | QueryError::BadRange { .. } => {
-            Problem::coded("INVALID_QUERY", "Invalid query").with_detail(e.to_string())
-        }
-        QueryError::Db(e) => Problem::unavailable(e),
-        QueryError::BadSchema(_) | QueryError::Corrupt(_) => {
-            tracing::error!("read model: {e}");
-            Problem::internal()
-        }
-    }
-}
-
-/// A write-model refusal keeps its code (status from [`crate::codes`]); anything else is a
-/// dependency failure.
-pub(super) fn command_problem(e: CommandError) -> Problem {
-    match e {
-        CommandError::Domain(d) => {
-            Problem::coded(d.code.as_str(), "Refused").with_detail(d.message)
-        }
-        other => Problem::unavailable(other),
-    }
-}
-
 /// The body as the idempotency check compares it (re-serialised: whitespace and key order do
 /// not make two identical requests different).
 pub(super) fn canonical<T: Serialize>(body: &T) -> Vec<u8> {
     serde_json::to_vec(body).unwrap_or_default()
-}
-
-pub(super) fn invalid_query(detail: impl Into<String>) -> Problem {
-    Problem::coded("INVALID_QUERY", "Invalid query").with_detail(detail)
 }
 
 /// The same answer for "no such application" and "not yours".
@@ -344,7 +300,7 @@ pub(super) struct ListBody<T: Serialize> {
 pub(super) fn parse_query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, Problem> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|e| invalid_query(e.to_string()))
+        .map_err(|e| bad_query(&e.to_string()))
 }
 
 /// The caller's programs' applications (the caller is the municipality), filtered and paged.
@@ -365,20 +321,20 @@ pub async fn list_applications(
             .as_deref()
             .map(ProgramId::parse)
             .transpose()
-            .map_err(|e| invalid_query(e.to_string()))?,
+            .map_err(|e| bad_query(&e.to_string()))?,
         municipality: Some(rp),
         payment_service: q
             .payment_service
             .as_deref()
             .map(RelyingPartyId::parse)
             .transpose()
-            .map_err(|e| invalid_query(e.to_string()))?,
+            .map_err(|e| bad_query(&e.to_string()))?,
         status: q
             .status
             .as_deref()
             .map(ApplicationStatus::parse)
             .transpose()
-            .map_err(|e| invalid_query(e.to_string()))?,
+            .map_err(|e| bad_query(&e.to_string()))?,
         submitted_from: q.submitted_from,
         submitted_before: q.submitted_before,
         ..ApplicationFilter::default()
@@ -515,7 +471,7 @@ fn when(q: &NoticeQuery, now: DateTime<Utc>) -> Result<notices::When, Problem> {
     match q.when.as_deref() {
         None | Some("current") => Ok(notices::When::Current(now)),
         Some("past") => Ok(notices::When::Past(now)),
-        Some(_) => Err(invalid_query("when is current or past")),
+        Some(_) => Err(bad_query("when is current or past")),
     }
 }
 
@@ -533,19 +489,16 @@ pub async fn list_notices(
     let q: NoticeQuery = parse_query(&req)?;
     let when = when(&q, Utc::now())?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
-    let (schema, position, client) = read(&state, &req, NOTICES).await?;
-    let found = notices::list(&**client, &schema, when, &page)
-        .await
-        .map_err(query_problem)?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        serde_json::to_value(ListBody {
+    super::read::answer(&state, &req, NOTICES, async |client, schema| {
+        let found = notices::list(client, schema, when, &page)
+            .await
+            .map_err(query_problem)?;
+        Ok(ListBody {
             items: found.items,
             next_cursor: found.next_cursor,
         })
-        .map_err(|_| Problem::internal())?,
-    ))
+    })
+    .await
 }
 
 /// Notices in one iCalendar feed: the most a calendar gets in one answer.

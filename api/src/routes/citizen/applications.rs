@@ -9,11 +9,11 @@
 use super::{citizen, citizen_meta, scope};
 use crate::auth::{Auth, Ctx};
 use crate::errors::Problem;
-use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::openapi::ProblemResponse;
+use crate::routes::read::answer;
 use crate::routes::rp::{
-    application_not_found, canonical, command_problem, parse_query, query_problem, read, ListBody,
+    application_not_found, canonical, command_problem, parse_query, query_problem, ListBody,
     PROGRAMS,
 };
 use crate::startup::AppState;
@@ -155,19 +155,20 @@ pub async fn open_programs(
     citizen(&auth, &state, &req, "citizen.programs").await?;
     let q: PageQuery = parse_query(&req)?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
-    let (schema, position, client) = read(&state, &req, PROGRAMS).await?;
     let filter = ProgramFilter {
         accepting_at: Some(auth.settings.clock.now()),
         ..ProgramFilter::default()
     };
-    let found = programs::list_programs(&**client, &schema, &filter, &page)
-        .await
-        .map_err(query_problem)?;
-    let body = ListBody {
-        items: found.items.iter().map(CitizenProgram::of).collect(),
-        next_cursor: found.next_cursor,
-    };
-    Ok(positioned(HttpResponse::Ok(), position, json(body)?))
+    answer(&state, &req, PROGRAMS, async |client, schema| {
+        let found = programs::list_programs(client, schema, &filter, &page)
+            .await
+            .map_err(query_problem)?;
+        Ok(ListBody {
+            items: found.items.iter().map(CitizenProgram::of).collect(),
+            next_cursor: found.next_cursor,
+        })
+    })
+    .await
 }
 
 /// An application: the program, and the payment service to receive the points.
@@ -242,19 +243,20 @@ pub async fn list_own(
     let (subject, _) = citizen(&auth, &state, &req, "citizen.applications").await?;
     let q: PageQuery = parse_query(&req)?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
-    let (schema, position, client) = read(&state, &req, PROGRAMS).await?;
     let filter = ApplicationFilter {
         subject: Some(subject),
         ..ApplicationFilter::default()
     };
-    let found = programs::list_applications(&**client, &schema, &filter, &page)
-        .await
-        .map_err(query_problem)?;
-    let body = ListBody {
-        items: found.items.iter().map(CitizenApplication::of).collect(),
-        next_cursor: found.next_cursor,
-    };
-    Ok(positioned(HttpResponse::Ok(), position, json(body)?))
+    answer(&state, &req, PROGRAMS, async |client, schema| {
+        let found = programs::list_applications(client, schema, &filter, &page)
+            .await
+            .map_err(query_problem)?;
+        Ok(ListBody {
+            items: found.items.iter().map(CitizenApplication::of).collect(),
+            next_cursor: found.next_cursor,
+        })
+    })
+    .await
 }
 
 /// The citizen's application to `program`, or the one not-found answer.
@@ -280,17 +282,15 @@ pub async fn get_own(
 ) -> Result<HttpResponse, Problem> {
     let (subject, _) = citizen(&auth, &state, &req, "citizen.application").await?;
     let (_, id) = own_application_id(&path, subject)?;
-    let (schema, position, client) = read(&state, &req, PROGRAMS).await?;
-    let a = programs::application(&**client, &schema, &id)
-        .await
-        .map_err(query_problem)?
-        .filter(|a| a.subject == subject.0)
-        .ok_or_else(application_not_found)?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        json(CitizenApplication::of(&a))?,
-    ))
+    answer(&state, &req, PROGRAMS, async |client, schema| {
+        programs::application(client, schema, &id)
+            .await
+            .map_err(query_problem)?
+            .filter(|a| a.subject == subject.0)
+            .map(|a| CitizenApplication::of(&a))
+            .ok_or_else(application_not_found)
+    })
+    .await
 }
 
 /// The citizen's account at the chosen payment service.

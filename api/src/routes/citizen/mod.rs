@@ -131,7 +131,7 @@ async fn subjects_holder(
     let client = state.read_pool.get().await.map_err(Problem::unavailable)?;
     subjects::holder(&**client, &schema, ppid)
         .await
-        .map_err(super::rp::query_problem)
+        .map_err(crate::routes::read::query_problem)
 }
 
 /// The command metadata of a citizen's request, with its idempotent command id.

@@ -5,9 +5,9 @@ use super::applications::PageQuery;
 use super::{citizen, citizen_meta, scope, SUBJECTS};
 use crate::auth::Auth;
 use crate::errors::Problem;
-use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::openapi::ProblemResponse;
+use crate::routes::read::answer;
 use crate::routes::rp::{command_problem, parse_query, query_problem, read, ListBody};
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -44,26 +44,23 @@ pub async fn holders(
     let (subject, _) = citizen(&auth, &state, &req, "citizen.relying_parties").await?;
     let q: PageQuery = parse_query(&req)?;
     let page = PageRequest::new(q.limit, q.cursor.as_deref()).map_err(query_problem)?;
-    let (schema, position, client) = read(&state, &req, SUBJECTS).await?;
-    let found = subjects::held_ppids(&**client, &schema, subject, &page)
-        .await
-        .map_err(query_problem)?;
-    let body = ListBody {
-        items: found
-            .items
-            .into_iter()
-            .map(|h| HeldBy {
-                relying_party: h.relying_party,
-                since: h.since,
-            })
-            .collect(),
-        next_cursor: found.next_cursor,
-    };
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        serde_json::to_value(body).map_err(|_| Problem::internal())?,
-    ))
+    answer(&state, &req, SUBJECTS, async |client, schema| {
+        let found = subjects::held_ppids(client, schema, subject, &page)
+            .await
+            .map_err(query_problem)?;
+        Ok(ListBody {
+            items: found
+                .items
+                .into_iter()
+                .map(|h| HeldBy {
+                    relying_party: h.relying_party,
+                    since: h.since,
+                })
+                .collect(),
+            next_cursor: found.next_cursor,
+        })
+    })
+    .await
 }
 
 /// Revokes the PPID `relying_party` holds for the citizen. A relying party holding none (or

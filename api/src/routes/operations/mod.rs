@@ -19,18 +19,18 @@ pub mod test_cards;
 
 use crate::auth::operators::Role;
 use crate::auth::Auth;
-use crate::codes::status_of;
 use crate::errors::Problem;
-use crate::http::consistency::read_at;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::{attach_principal, Principal};
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use mykey_commands::{CommandError, CommandMeta, Commands};
-use mykey_projections::models::{PageRequest, QueryError};
+use mykey_commands::{CommandMeta, Commands};
 use mykey_store::pg::PgEventStore;
 use serde::de::DeserializeOwned;
+
+pub use super::command_problem;
+pub use super::read::{answer, bad_query, client, not_found, page, query_problem, to_json};
 use uuid::Uuid;
 
 /// Largest JSON body of an operator command (a patch with its reasons is the biggest).
@@ -98,42 +98,6 @@ impl Caller {
     }
 }
 
-/// A write-model refusal or failure as problem+json (status from [`crate::codes`]).
-pub fn command_problem(e: CommandError) -> Problem {
-    match &e {
-        CommandError::Domain(d) => {
-            Problem::new(status_of(d.code()), d.code(), "Refused").with_detail(d.to_string())
-        }
-        CommandError::Contention { .. } | CommandError::Store(_) => Problem::unavailable(&e),
-        _ => {
-            tracing::error!(error = %e, "operator command failed");
-            Problem::internal()
-        }
-    }
-}
-
-/// A read-model query failure as problem+json.
-pub fn query_problem(e: QueryError) -> Problem {
-    match e {
-        QueryError::BadLimit | QueryError::BadCursor | QueryError::BadRange { .. } => {
-            bad_query(&e.to_string())
-        }
-        QueryError::Db(e) => Problem::unavailable(e),
-        other => {
-            tracing::error!(error = %other, "read model query failed");
-            Problem::internal()
-        }
-    }
-}
-
-pub fn bad_query(detail: &str) -> Problem {
-    Problem::coded("INVALID_QUERY", "Invalid query").with_detail(detail.to_owned())
-}
-
-pub fn not_found(what: &str) -> Problem {
-    Problem::coded("NOT_FOUND", "Not found").with_detail(format!("no such {what}"))
-}
-
 /// A path id parsed with the domain's rules (a bad one is 404: no such resource can exist).
 pub fn path_id<T>(
     raw: &str,
@@ -197,33 +161,4 @@ where
             Ok(Answer::new(status, value, Some(position)))
         })
         .await
-}
-
-/// The serving schema of `projection` and the position the read reflects (after waiting for
-/// the request's `min_position`).
-pub async fn read_model(
-    state: &AppState,
-    req: &HttpRequest,
-    projection: &str,
-) -> Result<(std::sync::Arc<str>, u64), Problem> {
-    let position = read_at(state.read_models.as_ref(), projection, req).await?;
-    let schema = state
-        .projections
-        .active_schema(projection)
-        .ok_or_else(|| Problem::unavailable(format!("read model {projection} not serving")))?;
-    Ok((schema, position))
-}
-
-/// A connection for read-model queries.
-pub async fn client(state: &AppState) -> Result<deadpool_postgres::Object, Problem> {
-    state.read_pool.get().await.map_err(Problem::unavailable)
-}
-
-/// A page request from `limit` and `cursor`.
-pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, Problem> {
-    PageRequest::new(limit, cursor).map_err(query_problem)
-}
-
-pub fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, Problem> {
-    serde_json::to_value(v).map_err(|_| Problem::internal())
 }

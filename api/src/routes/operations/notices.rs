@@ -6,7 +6,6 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, RE
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
-use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -167,16 +166,12 @@ pub async fn list(
         _ => return Err(super::bad_query("when must be current, past or all")),
     };
     let page = super::page(q.limit, q.cursor.as_deref())?;
-    let (schema, position) = super::read_model(&state, &req, PROJECTION).await?;
-    let client = super::client(&state).await?;
-    let items = model::list(&**client, &schema, when, &page)
-        .await
-        .map_err(super::query_problem)?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&items)?,
-    ))
+    super::answer(&state, &req, PROJECTION, async |client, schema| {
+        model::list(client, schema, when, &page)
+            .await
+            .map_err(super::query_problem)
+    })
+    .await
 }
 
 /// GET /v1/operator/notices/{id}
@@ -190,15 +185,11 @@ pub async fn get(
     caller(&auth, &req, READERS)?;
     let _: super::MinPositionOnly = super::query(&req)?;
     let id = path_id(&path, "notice", NoticeId::parse)?;
-    let (schema, position) = super::read_model(&state, &req, PROJECTION).await?;
-    let client = super::client(&state).await?;
-    let view = model::notice(&**client, &schema, &id)
-        .await
-        .map_err(super::query_problem)?
-        .ok_or_else(|| super::not_found("notice"))?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&view)?,
-    ))
+    super::answer(&state, &req, PROJECTION, async |client, schema| {
+        model::notice(client, schema, &id)
+            .await
+            .map_err(super::query_problem)?
+            .ok_or_else(|| super::not_found("notice"))
+    })
+    .await
 }

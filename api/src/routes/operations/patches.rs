@@ -9,7 +9,6 @@ use super::{body, caller, command_problem, commands, read_body, run, READERS};
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
-use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -328,16 +327,12 @@ async fn list_as(
             )
         })?;
     let page = super::page(q.limit, q.cursor.as_deref())?;
-    let (schema, position) = super::read_model(state, req, PROJECTION).await?;
-    let client = super::client(state).await?;
-    let items = model::list(&**client, &schema, status, &page)
-        .await
-        .map_err(super::query_problem)?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&items)?,
-    ))
+    super::answer(state, req, PROJECTION, async |client, schema| {
+        model::list(client, schema, status, &page)
+            .await
+            .map_err(super::query_problem)
+    })
+    .await
 }
 
 async fn get_as(
@@ -350,17 +345,13 @@ async fn get_as(
     caller(auth, req, roles)?;
     let _: super::MinPositionOnly = super::query(req)?;
     let id = patch_id(raw)?;
-    let (schema, position) = super::read_model(state, req, PROJECTION).await?;
-    let client = super::client(state).await?;
-    let history = model::patch(&**client, &schema, id)
-        .await
-        .map_err(super::query_problem)?
-        .ok_or_else(|| super::not_found("patch"))?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&history)?,
-    ))
+    super::answer(state, req, PROJECTION, async |client, schema| {
+        model::patch(client, schema, id)
+            .await
+            .map_err(super::query_problem)?
+            .ok_or_else(|| super::not_found("patch"))
+    })
+    .await
 }
 
 /// GET /v1/operator/patches?status=&limit=&cursor=&min_position=

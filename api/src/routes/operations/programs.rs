@@ -5,7 +5,6 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, Ca
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
-use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -175,16 +174,12 @@ pub async fn list(
         accepting_at: None,
     };
     let page = super::page(q.limit, q.cursor.as_deref())?;
-    let (schema, position) = super::read_model(&state, &req, PROJECTION).await?;
-    let client = super::client(&state).await?;
-    let items = model::list_programs(&**client, &schema, &filter, &page)
-        .await
-        .map_err(super::query_problem)?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&items)?,
-    ))
+    super::answer(&state, &req, PROJECTION, async |client, schema| {
+        model::list_programs(client, schema, &filter, &page)
+            .await
+            .map_err(super::query_problem)
+    })
+    .await
 }
 
 /// GET /v1/operator/programs/{id}
@@ -198,15 +193,11 @@ pub async fn get(
     caller(&auth, &req, READERS)?;
     let _: super::MinPositionOnly = super::query(&req)?;
     let id = program_id(&path)?;
-    let (schema, position) = super::read_model(&state, &req, PROJECTION).await?;
-    let client = super::client(&state).await?;
-    let view = model::program(&**client, &schema, &id)
-        .await
-        .map_err(super::query_problem)?
-        .ok_or_else(|| super::not_found("program"))?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&view)?,
-    ))
+    super::answer(&state, &req, PROJECTION, async |client, schema| {
+        model::program(client, schema, &id)
+            .await
+            .map_err(super::query_problem)?
+            .ok_or_else(|| super::not_found("program"))
+    })
+    .await
 }

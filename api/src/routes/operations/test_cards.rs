@@ -6,7 +6,6 @@ use super::{body, caller, command_problem, commands, path_id, read_body, run, RE
 use crate::auth::operators::Role;
 use crate::auth::Auth;
 use crate::errors::Problem;
-use crate::http::consistency::positioned;
 use crate::http::openapi::ProblemResponse;
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
@@ -159,16 +158,12 @@ pub async fn list(
         .transpose()
         .map_err(|_| super::bad_query("status must be in_stock, lent or lost"))?;
     let page = super::page(q.limit, q.cursor.as_deref())?;
-    let (schema, position) = super::read_model(&state, &req, PROJECTION).await?;
-    let client = super::client(&state).await?;
-    let items = model::list(&**client, &schema, status, &page)
-        .await
-        .map_err(super::query_problem)?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&items)?,
-    ))
+    super::answer(&state, &req, PROJECTION, async |client, schema| {
+        model::list(client, schema, status, &page)
+            .await
+            .map_err(super::query_problem)
+    })
+    .await
 }
 
 /// GET /v1/operator/test-cards/{id}
@@ -182,15 +177,11 @@ pub async fn get(
     caller(&auth, &req, READERS)?;
     let _: super::MinPositionOnly = super::query(&req)?;
     let id = path_id(&path, "test card", TestCardId::parse)?;
-    let (schema, position) = super::read_model(&state, &req, PROJECTION).await?;
-    let client = super::client(&state).await?;
-    let view = model::card(&**client, &schema, &id)
-        .await
-        .map_err(super::query_problem)?
-        .ok_or_else(|| super::not_found("test card"))?;
-    Ok(positioned(
-        HttpResponse::Ok(),
-        position,
-        super::to_json(&view)?,
-    ))
+    super::answer(&state, &req, PROJECTION, async |client, schema| {
+        model::card(client, schema, &id)
+            .await
+            .map_err(super::query_problem)?
+            .ok_or_else(|| super::not_found("test card"))
+    })
+    .await
 }
