@@ -42,8 +42,10 @@ pub struct VerifyArgs {
     /// A checkpoint public key `<name>+<id>+<base64>`, or a file of them (repeatable).
     #[arg(long = "public-key")]
     pub public_keys: Vec<String>,
-    /// First position to verify in the database (default 1).
-    #[arg(long, requires = "database_url", value_parser = clap::value_parser!(u64).range(1..))]
+    /// First position to verify (default 1), in the database or on Kafka. On Kafka, where
+    /// retention may have dropped the oldest records, a later start is anchored by the signed
+    /// checkpoint of the log at `from - 1`, which must be among the `--checkpoint`s.
+    #[arg(long, conflicts_with = "file", value_parser = clap::value_parser!(u64).range(1..))]
     pub from: Option<u64>,
     /// Last position to verify in the database (default the head).
     #[arg(long, requires = "database_url")]
@@ -207,10 +209,11 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verification, ToolError> {
         (None, Some(file), _) => verify_file(file, args, &keys, signed, &mut v)?,
         (None, None, Some(brokers)) => {
             check_prefix(&args.topic_prefix)?;
+            let start = kafka_start(args.from.unwrap_or(1), &signed)?;
             let (brokers, prefix) = (brokers.clone(), args.topic_prefix.clone());
             // librdkafka blocks its thread.
             v = tokio::task::spawn_blocking(move || {
-                crate::verify_kafka::verify(&brokers, &prefix, signed, v)
+                crate::verify_kafka::verify(&brokers, &prefix, start, signed, v)
             })
             .await
             .map_err(|e| ToolError::Kafka(format!("the reader stopped: {e}")))??;
@@ -222,6 +225,27 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verification, ToolError> {
         }
     }
     Ok(v)
+}
+
+/// Where a Kafka verification starts: position 1 at the genesis hash, or `from` linked to the
+/// signed checkpoint at `from - 1` (Kafka holds no earlier record to link it to).
+fn kafka_start(from: u64, signed: &[(u64, Hash)]) -> Result<crate::verify_kafka::Start, ToolError> {
+    if from == 1 {
+        return Ok(crate::verify_kafka::Start::Genesis);
+    }
+    signed
+        .iter()
+        .find(|(size, _)| *size == from - 1)
+        .map(|(_, hash)| crate::verify_kafka::Start::After {
+            position: from - 1,
+            hash: *hash,
+        })
+        .ok_or_else(|| {
+            ToolError::Usage(format!(
+                "--from {from} with --kafka needs the signed checkpoint of the log at {} among                  --checkpoint: it anchors the chain where the topics begin",
+                from - 1
+            ))
+        })
 }
 
 async fn verify_db(

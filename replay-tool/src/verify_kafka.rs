@@ -182,11 +182,22 @@ fn describe(b: &ChainBreak, at: &Location, repeated: bool) -> String {
     }
 }
 
+/// Where the chain checked from Kafka starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Position 1, linked to the genesis hash.
+    Genesis,
+    /// The position after a signed checkpoint (`position`, `hash`): records before it are
+    /// passed over unchecked (retention may have dropped some of them already).
+    After { position: u64, hash: Hash },
+}
+
 /// Verifies the topics `<prefix>.<category>` on `brokers` into `v`. Blocking (librdkafka):
 /// `verify` runs it on a blocking thread.
 pub(crate) fn verify(
     brokers: &str,
     prefix: &str,
+    start: Start,
     signed: Vec<(u64, Hash)>,
     mut v: Verification,
 ) -> Result<Verification, ToolError> {
@@ -206,12 +217,30 @@ pub(crate) fn verify(
          checkpoint beyond them reads as a truncated tail"
             .into(),
     );
-    let mut chain = KafkaChain::new(ChainChecker::new(1).with_checkpoints(signed));
+    let (first, mut checker) = match start {
+        Start::Genesis => (1, ChainChecker::new(1)),
+        Start::After { position, hash } => {
+            let mut c = ChainChecker::new(position + 1);
+            c.anchor_hash(hash);
+            v.notes.push(format!(
+                "verified from position {} on, linked to the signed checkpoint at {position}",
+                position + 1
+            ));
+            (position + 1, c)
+        }
+    };
+    checker = checker.with_checkpoints(signed);
+    let mut chain = KafkaChain::new(checker);
+    let mut before_start = 0u64;
     let mut progress = Progress::new("verify", Some(reader.records), Unit::Events);
     let mut first_break = None;
     let mut pending = 0u64;
     let result = Merge::new(reader.partitions).and_then(|mut merge| {
         while let Some(r) = merge.next_record()? {
+            if r.event.global_position < first {
+                before_start += 1;
+                continue;
+            }
             let before = chain.checker().expected_position();
             if let Some(mut b) = chain.feed(&r.event) {
                 let repeated = r.event.global_position < before
@@ -245,6 +274,11 @@ pub(crate) fn verify(
             v.failed(format!("{at}: not a relayed event: {reason}"));
         }
         Err(e) => return Err(e.into()),
+    }
+    if before_start > 0 {
+        v.notes.push(format!(
+            "{before_start} record(s) before position {first} passed over (before the anchor)"
+        ));
     }
     if chain.repeats > 0 {
         v.notes.push(format!(

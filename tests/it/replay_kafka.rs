@@ -136,15 +136,23 @@ impl Fixture {
     /// A signed checkpoint of the log at its head, saved to a file; with its verifier key.
     fn checkpoint(&self) -> (PathBuf, String) {
         let last = &self.events[self.events.len() - 1];
+        self.checkpoint_at(last.global_position, last.hash)
+    }
+
+    /// A signed checkpoint saying the log's event at `size` has `hash`, saved to a file of its
+    /// own; with its verifier key.
+    fn checkpoint_at(&self, size: u64, hash: mykey_schemas::Hash) -> (PathBuf, String) {
         let cp = Checkpoint {
             origin: ORIGIN.into(),
-            size: last.global_position,
-            hash: last.hash,
+            size,
+            hash,
             time: chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0)
                 .unwrap_or_default(),
         };
         let note = checkpoint::sign(&cp, &self.key).unwrap_or_else(|e| panic!("{e}"));
-        let path = self.dir.join("checkpoint.txt");
+        let path = self
+            .dir
+            .join(format!("checkpoint-{size}-{}.txt", Uuid::new_v4().simple()));
         std::fs::write(&path, note).unwrap_or_else(|e| panic!("{e}"));
         let key = checkpoint::verifier_key(ORIGIN, &self.key).unwrap_or_else(|e| panic!("{e}"));
         (path, key.to_string())
@@ -392,6 +400,64 @@ async fn verify_from_kafka_names_missing_reordered_truncated_and_rewritten_posit
         broken_at(&f.verify(&p, true).await),
         (at, ChainBreakKind::CheckpointMismatch { since: 1, .. }) if at == N
     ));
+    f.delete_topics().await;
+}
+
+/// Retention dropped the oldest records: the topics begin at position `FROM`. Verifying from
+/// 1 finds them missing; `--from FROM`, anchored by the signed checkpoint at `FROM - 1`,
+/// verifies the rest; an anchor that is not the log's is a break at `FROM`, and `--from`
+/// without its anchor is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_from_kafka_starts_at_a_signed_checkpoint_where_retention_begins() {
+    const FROM: u64 = 11;
+    let (mut f, _) = relayed().await;
+    let retained = prefix();
+    let tail: Vec<EventEnvelope> = f.events[(FROM - 1) as usize..].to_vec();
+    f.publish(&retained, &tail).await;
+
+    let from_one = f.verify(&retained, false).await;
+    assert_eq!(broken_at(&from_one).0, 1, "{from_one:?}");
+
+    let anchor = &f.events[(FROM - 2) as usize];
+    assert_eq!(anchor.global_position, FROM - 1);
+    let (cp, key) = f.checkpoint_at(anchor.global_position, anchor.hash);
+    let (head_cp, _) = f.checkpoint();
+    let mut args = f.args(&retained, false);
+    args.from = Some(FROM);
+    args.checkpoints = vec![cp.clone(), head_cp.clone()];
+    args.public_keys = vec![key.clone()];
+    let v = mykey_replay::verify::verify(&args)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(v.intact, "{v:?}");
+    assert_eq!(v.report.verified, N - FROM + 1, "{v:?}");
+    assert_eq!(v.checkpoints_matched, 1, "the head checkpoint: {v:?}");
+
+    // A signed anchor with another hash: the first retained event does not link to it.
+    let (wrong, _) = f.checkpoint_at(FROM - 1, f.events[0].hash);
+    args.checkpoints = vec![wrong];
+    let v = mykey_replay::verify::verify(&args)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(broken_at(&v).0, FROM, "{v:?}");
+
+    // No checkpoint at FROM - 1 among those given: nothing to link to, refused.
+    args.checkpoints = vec![head_cp];
+    match mykey_replay::verify::verify(&args).await {
+        Err(ToolError::Usage(m)) => assert!(m.contains(&format!("{}", FROM - 1)), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // --from with an export is refused by the parser.
+    let parse = |a: &[&str]| Cli::try_parse_from(a.iter().copied());
+    assert!(parse(&[
+        "mykey-replay",
+        "verify",
+        "--file",
+        "x.ndjson",
+        "--from",
+        "3"
+    ])
+    .is_err());
     f.delete_topics().await;
 }
 
