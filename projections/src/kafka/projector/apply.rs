@@ -52,6 +52,8 @@ pub(crate) enum BatchError {
 pub(crate) struct Applied {
     pub events: u64,
     pub duplicates: u64,
+    /// The position and append time of the last event applied.
+    pub newest: Option<(u64, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// Fills one Kafka-mode schema.
@@ -153,6 +155,7 @@ impl KafkaFollower {
             }
             *last = position;
             done.events += 1;
+            done.newest = Some((envelope.global_position, envelope.recorded_at));
             let poison = |error: String| BatchError::Poison {
                 position: envelope.global_position,
                 event_type: envelope.event_type.clone(),
