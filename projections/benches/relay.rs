@@ -5,7 +5,10 @@
 //! PostgreSQL: `MYKEY_BENCH_DATABASE_URL`, or its own database on 127.0.0.1:5432 as `postgres`
 //! (created, then dropped). Kafka: `MYKEY_BENCH_KAFKA_BROKERS` (or `MYKEY_TEST_KAFKA_BROKERS`),
 //! else a tansu started with `scripts/kafka-broker start` and stopped at the end.
-//! `MYKEY_BENCH_SECS` (default 10) sets the load's length; `KAFKA_PARTITIONS` (default 6).
+//! `MYKEY_BENCH_SECS` (default 10) sets the load's length; `KAFKA_PARTITIONS` (default 6);
+//! `MYKEY_BENCH_RATE` (events/s, default: as fast as the 64 tasks go) offers a fixed load
+//! instead, so the lag is measured below saturation (at saturation it is only queueing: the
+//! generator, PostgreSQL, tansu, the relay and the projector share the same cores).
 //!
 //! The load is the append benchmark's single-event phase: 64 tasks appending one-event commands
 //! (each a `PpidIssued` of a new PPID, so a real read model can apply it). The relay runs in
@@ -190,6 +193,10 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let rate: Option<f64> = std::env::var("MYKEY_BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r: &f64| *r > 0.0);
     let partitions = std::env::var("KAFKA_PARTITIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -240,7 +247,11 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         consumed.clone(),
     ));
 
-    say!("== relay: {TASKS} tasks appending single-event commands for {secs} s, {partitions} partitions");
+    say!(
+        "== relay: {TASKS} tasks appending single-event commands for {secs} s, {partitions} \
+         partitions, offered rate {}",
+        rate.map_or("unlimited".to_owned(), |r| format!("{r:.0} events/s"))
+    );
     let published_before = relay.metrics().published.get();
     let written = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -250,7 +261,16 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         let (store, written) = (store.clone(), written.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64 + 1);
+            // Each task offers its share of the rate; a late append does not bunch the next.
+            let mut pace = rate.map(|r| {
+                let mut i = tokio::time::interval(Duration::from_secs_f64(TASKS as f64 / r));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             while Instant::now() < load_end {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 store
                     .append(request(&mut rng)?)
                     .await
