@@ -226,6 +226,18 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
     })
     .await;
 
+    // The stopped projection's topic is no longer committed: its lag in messages (from
+    // librdkafka's statistics, every second) shows the held-back events.
+    eventually("the stopped projection's lag in messages to show", || {
+        let lag = gauge(
+            &registry,
+            "mykey_projector_lag_events",
+            "test_cancellations",
+        );
+        async move { lag.filter(|l| *l > 0.0) }
+    })
+    .await;
+
     // What an operator sees over HTTP.
     let web = reqwest::Client::new();
     let metrics = web

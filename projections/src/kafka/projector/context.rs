@@ -41,9 +41,19 @@ impl ClientContext for ProjectorContext {
             let behind: i64 = topic
                 .partitions
                 .values()
-                // -1: librdkafka's internal partition; a lag of -1: not known (not held).
-                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                .map(|p| p.consumer_lag)
+                // -1: librdkafka's internal partition; `desired`: held by this member.
+                .filter(|p| p.partition >= 0 && p.desired)
+                .map(|p| {
+                    if p.consumer_lag >= 0 {
+                        p.consumer_lag
+                    } else if p.committed_offset < 0 && p.hi_offset >= 0 && p.lo_offset >= 0 {
+                        // Nothing committed yet: the group reads from the start
+                        // (`auto.offset.reset=earliest`), so all of it is behind.
+                        p.hi_offset - p.lo_offset
+                    } else {
+                        0
+                    }
+                })
                 .sum();
             lag.insert(name.as_str(), behind);
         }

@@ -32,7 +32,8 @@ pub struct ProjectorMetrics {
     /// `mykey_projector_position{projection}`: the highest global position applied.
     pub position: IntGaugeVec,
     /// `mykey_projector_lag_events{projection}`: messages of the projection's topics behind
-    /// the partitions' ends, from the committed offsets (librdkafka's `consumer_lag`, summed
+    /// the partitions' ends, from the committed offsets (librdkafka's `consumer_lag`, or the
+    /// whole partition when nothing is committed yet; summed
     /// over the partitions this member holds).
     pub lag_events: IntGaugeVec,
     /// `mykey_projector_lag_seconds{projection}`: append → committed of the newest event in
