@@ -13,6 +13,7 @@ pub mod errors;
 pub mod http;
 pub mod local_pg;
 pub mod patch_expiry;
+pub mod projector_http;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -5,7 +5,10 @@
 //! PostgreSQL: `MYKEY_BENCH_DATABASE_URL`, or its own database on 127.0.0.1:5432 as `postgres`
 //! (created, then dropped). Kafka: `MYKEY_BENCH_KAFKA_BROKERS` (or `MYKEY_TEST_KAFKA_BROKERS`),
 //! else a tansu started with `scripts/kafka-broker start` and stopped at the end.
-//! `MYKEY_BENCH_SECS` (default 10) sets the load's length; `KAFKA_PARTITIONS` (default 6).
+//! `MYKEY_BENCH_SECS` (default 10) sets the load's length; `KAFKA_PARTITIONS` (default 6);
+//! `MYKEY_BENCH_RATE` (events/s, default: as fast as the 64 tasks go) offers a fixed load
+//! instead, so the lag is measured below saturation (at saturation it is only queueing: the
+//! generator, PostgreSQL, tansu, the relay and the projector share the same cores).
 //!
 //! The load is the append benchmark's single-event phase: 64 tasks appending one-event commands
 //! (each a `PpidIssued` of a new PPID, so a real read model can apply it). The relay runs in
@@ -17,6 +20,11 @@
 //! lag append (the event's `recorded_at`) → consumed, and append → applied in the Kafka-mode
 //! read model (p50/p99/max; the stamp is taken just before the batch's last statements and
 //! its commit, so it understates visibility by that commit, a few ms).
+//!
+//! Then the relay's own capacity: a backlog of `MYKEY_BENCH_BACKLOG` (default 500,000) events
+//! is appended without a relay for it, and a relay with a fresh topic prefix publishes the
+//! whole log from position 1 with nothing else running; prints events/s acknowledged by the
+//! broker. (The live phase cannot show the relay's limit: there the generator is the limit.)
 
 use mykey_domain::ppid::{PpidAggregate, PpidEvent};
 use mykey_domain::{Aggregate, Ppid, RelyingPartyId, SubjectId};
@@ -43,6 +51,9 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+
+#[path = "relay/capacity.rs"]
+mod capacity;
 
 /// Concurrent appending tasks, as in `store/benches/append.rs`.
 const TASKS: usize = 64;
@@ -185,6 +196,10 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let rate: Option<f64> = std::env::var("MYKEY_BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|r: &f64| *r > 0.0);
     let partitions = std::env::var("KAFKA_PARTITIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -235,7 +250,11 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         consumed.clone(),
     ));
 
-    say!("== relay: {TASKS} tasks appending single-event commands for {secs} s, {partitions} partitions");
+    say!(
+        "== relay: {TASKS} tasks appending single-event commands for {secs} s, {partitions} \
+         partitions, offered rate {}",
+        rate.map_or("unlimited".to_owned(), |r| format!("{r:.0} events/s"))
+    );
     let published_before = relay.metrics().published.get();
     let written = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -245,7 +264,16 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         let (store, written) = (store.clone(), written.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64 + 1);
+            // Each task offers its share of the rate; a late append does not bunch the next.
+            let mut pace = rate.map(|r| {
+                let mut i = tokio::time::interval(Duration::from_secs_f64(TASKS as f64 / r));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             while Instant::now() < load_end {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 store
                     .append(request(&mut rng)?)
                     .await
@@ -325,6 +353,7 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         .and_then(|r| r.try_get::<_, Vec<f64>>(0))
         .map_err(|e| e.to_string())?;
     let batches = projector.metrics().batches.get();
+    let applying = projector.metrics().apply_seconds.get_sample_sum();
     projector.stop().await.map_err(|e| e.to_string())?;
     progress.abort();
     stop_consumer.store(true, Ordering::Relaxed);
@@ -347,15 +376,18 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     );
     say!(
         "RESULT projector: append -> applied in the Kafka-mode read model p50 {:.0} ms, \
-         p99 {:.0} ms, max {:.0} ms ({} events in {} batches)",
+         p99 {:.0} ms, max {:.0} ms ({} events in {} batches; {:.2} s applying, {:.1} ms \
+         per batch)",
         projected.first().copied().unwrap_or(f64::NAN),
         projected.get(1).copied().unwrap_or(f64::NAN),
         projected.get(2).copied().unwrap_or(f64::NAN),
         head,
         batches,
+        applying,
+        applying * 1e3 / batches.max(1) as f64,
     );
     relay.stop().await;
-    Ok(())
+    capacity::capacity(&store, config, settings).await
 }
 
 async fn admin() -> Result<tokio_postgres::Client, String> {

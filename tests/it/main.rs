@@ -11,6 +11,7 @@ mod doors_provider;
 mod doors_rp;
 mod kafka;
 mod kafka_projector;
+mod kafka_projector_ops;
 mod login_b;
 mod pki;
 mod projections;

@@ -2,7 +2,7 @@
 //! resuming without double-applying or skipping, the zero-downtime rebuild switch, failure
 //! isolation, live versus rebuilt tables, and read-your-writes.
 
-mod fixtures;
+pub(crate) mod fixtures;
 
 use fixtures::{
     append_raw, append_workload, cancellation, Cancellations, Counts, Revocations, REJECTED_REASON,

@@ -138,27 +138,52 @@ async fn relay(
 }
 
 /// `mykey-server projector`: the Kafka-mode read models as one member of the projectors'
-/// consumer group (needs `KAFKA_BROKERS`).
+/// consumer group (needs `KAFKA_BROKERS`), with `/metrics` and `/readyz` on
+/// `MYKEY_METRICS_LISTEN` (else `MYKEY_LISTEN`).
 async fn projector(
     settings: &Settings,
     pg_config: tokio_postgres::Config,
     group: Option<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    use mykey_projections::kafka::projector::{run_standalone, ProjectorOptions};
+    use mykey_projections::kafka::projector::{self, ProjectorOptions};
     let kafka = settings
         .kafka
         .clone()
         .ok_or("projector mode needs KAFKA_BROKERS")?;
-    let stop = async {
-        if let Err(e) = shutdown_signal().await {
-            tracing::error!("cannot wait for a shutdown signal: {e}");
-        }
-    };
     let options = ProjectorOptions {
         group_id: group,
         ..Default::default()
     };
-    run_standalone(pg_config, kafka, options, stop).await?;
+    let registry = prometheus::Registry::new();
+    let mut handle = projector::start(
+        pg_config,
+        kafka,
+        &mykey_projections::models::all(),
+        options,
+        &registry,
+    )
+    .await?;
+    let addr = settings.metrics_listen.unwrap_or(settings.listen);
+    let (port, server) = mykey_api::projector_http::serve(addr, registry, handle.status())?;
+    tracing::info!(%addr, port, "projector: /metrics and /readyz");
+    let http = server.handle();
+    let http_task = tokio::spawn(server);
+    let ended = tokio::select! {
+        r = shutdown_signal() => {
+            if let Err(e) = r {
+                tracing::error!("cannot wait for a shutdown signal: {e}");
+            }
+            None
+        }
+        r = handle.join() => Some(r),
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => handle.stop().await,
+    };
+    http.stop(true).await;
+    let _ = http_task.await;
+    result?;
     Ok(())
 }
 

@@ -3,10 +3,12 @@
 //!
 //! The schema is `rk_<name>_v<version>` with the projection's own tables (its `migrations`,
 //! exactly as in PostgreSQL mode) plus [`APPLIED_TABLE`]: per stream, the global position of
-//! the last event applied. A batch is one transaction: lock the batch's streams' rows (in
-//! stream-id order), skip every event at or below its stream's applied position (a
+//! the last event applied. A batch is one transaction: lock the batch's streams' existing
+//! rows (in stream-id order), skip every event at or below its stream's applied position (a
 //! duplicate: the relay re-sent it, or another projector applied it before a rebalance),
-//! apply the rest in message order, record the new positions, commit — with
+//! apply the rest in message order, record the new positions (inserting the rows of new
+//! streams; one another projector inserted meanwhile sends the batch back to be retried),
+//! commit — with
 //! `synchronous_commit` on, since the Kafka offsets are committed right after and a lost
 //! transaction would otherwise be a lost event.
 
@@ -52,6 +54,8 @@ pub(crate) enum BatchError {
 pub(crate) struct Applied {
     pub events: u64,
     pub duplicates: u64,
+    /// The position and append time of the last event applied.
+    pub newest: Option<(u64, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// Fills one Kafka-mode schema.
@@ -118,15 +122,12 @@ impl KafkaFollower {
         streams.dedup();
         let transient = |e: tokio_postgres::Error| BatchError::Transient(describe(&e));
         let tx = self.client.transaction().await.map_err(transient)?;
-        // Rows exist before they are locked, and are locked in one order by every projector:
-        // two batches holding the same streams wait for each other instead of both applying.
-        tx.execute(
-            "INSERT INTO kafka_applied (stream_id, position) \
-             SELECT s, 0 FROM unnest($1::text[]) s ON CONFLICT DO NOTHING",
-            &[&streams],
-        )
-        .await
-        .map_err(transient)?;
+        // The streams' rows that exist are locked in one order by every projector: two
+        // batches holding the same streams wait for each other instead of both applying. A
+        // stream without a row yet is inserted at the end; another projector inserting it
+        // meanwhile makes that insert come up short, and the batch is retried (it then sees
+        // the row). New streams are the common case, and cost one write instead of an
+        // insert, a lock and an update.
         let rows = tx
             .query(
                 "SELECT stream_id, position FROM kafka_applied WHERE stream_id = ANY($1) \
@@ -135,12 +136,13 @@ impl KafkaFollower {
             )
             .await
             .map_err(transient)?;
-        let mut applied: BTreeMap<String, i64> = BTreeMap::new();
+        let mut known: BTreeMap<String, i64> = BTreeMap::new();
         for row in rows {
             let stream: String = row.try_get(0).map_err(transient)?;
             let position: i64 = row.try_get(1).map_err(transient)?;
-            applied.insert(stream, position);
+            known.insert(stream, position);
         }
+        let mut applied = known.clone();
         self.changes.clear();
         self.owners.clear();
         let mut done = Applied::default();
@@ -153,6 +155,7 @@ impl KafkaFollower {
             }
             *last = position;
             done.events += 1;
+            done.newest = Some((envelope.global_position, envelope.recorded_at));
             let poison = |error: String| BatchError::Poison {
                 position: envelope.global_position,
                 event_type: envelope.event_type.clone(),
@@ -179,15 +182,47 @@ impl KafkaFollower {
         if let Err(e) = self.executor.run(&tx, &self.changes).await {
             return Err(classify(&self.owners, &e, &mine));
         }
-        let (ids, positions): (Vec<String>, Vec<i64>) = applied.into_iter().unzip();
-        tx.execute(
-            "UPDATE kafka_applied a SET position = u.p \
-             FROM unnest($1::text[], $2::bigint[]) u(s, p) \
-             WHERE a.stream_id = u.s AND a.position < u.p",
-            &[&ids, &positions],
-        )
-        .await
-        .map_err(transient)?;
+        let (mut new_ids, mut new_positions) = (Vec::new(), Vec::new());
+        let (mut ids, mut positions) = (Vec::new(), Vec::new());
+        for (stream, position) in applied {
+            match known.get(&stream) {
+                None => {
+                    new_ids.push(stream);
+                    new_positions.push(position);
+                }
+                Some(before) if *before < position => {
+                    ids.push(stream);
+                    positions.push(position);
+                }
+                Some(_) => {}
+            }
+        }
+        if !new_ids.is_empty() {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO kafka_applied (stream_id, position) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                    &[&new_ids, &new_positions],
+                )
+                .await
+                .map_err(transient)?;
+            if inserted != new_ids.len() as u64 {
+                // Rolled back on drop: nothing of this batch is kept.
+                return Err(BatchError::Transient(
+                    "another projector applied some of the batch's new streams meanwhile".into(),
+                ));
+            }
+        }
+        if !ids.is_empty() {
+            tx.execute(
+                "UPDATE kafka_applied a SET position = u.p \
+                 FROM unnest($1::text[], $2::bigint[]) u(s, p) \
+                 WHERE a.stream_id = u.s AND a.position < u.p",
+                &[&ids, &positions],
+            )
+            .await
+            .map_err(transient)?;
+        }
         tx.commit().await.map_err(transient)?;
         Ok(done)
     }

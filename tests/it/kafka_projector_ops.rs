@@ -1,0 +1,325 @@
+//! The Kafka projector's operation against a real broker (tansu) and PostgreSQL: an event one
+//! projection cannot apply stops only that projection, visibly (status, metric, `/readyz`),
+//! while the others go on; a restarted projector delivers the poison event again (nothing
+//! after it is lost to that projection) and the others skip what they already applied; the
+//! projector's `/metrics` answers with one series per projection.
+
+use crate::kafka::broker::Broker;
+use crate::projections::fixtures::{
+    append_raw, append_workload, cancellation, Cancellations, Counts, Revocations, REJECTED_REASON,
+};
+use mykey_projections::kafka::projector::{
+    self, schema_name, KafkaRunState, ProjectorHandle, ProjectorOptions,
+};
+use mykey_projections::kafka::{self, KafkaSettings};
+use mykey_projections::{ApplyError, Change, KafkaMode, Projection, Recorded};
+use mykey_store::pg::{PgEventStore, PgStoreOptions};
+use mykey_tests::TestDb;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Bound on any wait: finite so a bug fails the test.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A test projection run from Kafka (the fixtures default to the global order).
+struct FromKafka<P>(P);
+
+impl<P: Projection> Projection for FromKafka<P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn version(&self) -> u32 {
+        self.0.version()
+    }
+    fn migrations(&self) -> &'static [&'static str] {
+        self.0.migrations()
+    }
+    fn apply(&self, e: Recorded<'_>, out: &mut Vec<Change>) -> Result<(), ApplyError> {
+        self.0.apply(e, out)
+    }
+    fn categories(&self) -> &'static [&'static str] {
+        self.0.categories()
+    }
+    fn kafka_mode(&self) -> KafkaMode {
+        KafkaMode::PerStream
+    }
+}
+
+/// Revocations (ppid), cancellations (maintenance; refuses one reason) and counts (every
+/// category, so it shares the maintenance topic with the cancellations).
+fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(FromKafka(Revocations)),
+        Arc::new(FromKafka(Cancellations)),
+        Arc::new(FromKafka(Counts {
+            version: 1,
+            weight: 1,
+        })),
+    ]
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn start(
+    db: &TestDb,
+    settings: &KafkaSettings,
+    group: &str,
+) -> (ProjectorHandle, prometheus::Registry) {
+    let registry = prometheus::Registry::new();
+    let handle = projector::start(
+        db.config(),
+        settings.clone(),
+        &projections(),
+        ProjectorOptions {
+            group_id: Some(group.to_owned()),
+            batch_max: 50,
+            ..Default::default()
+        },
+        &registry,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("projector: {e}"));
+    (handle, registry)
+}
+
+fn gauge(registry: &prometheus::Registry, name: &str, projection: &str) -> Option<f64> {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == name)?
+        .get_metric()
+        .iter()
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "projection" && l.value() == projection)
+        })
+        .map(|m| m.get_gauge().get_value())
+}
+
+/// The poison is a cancellation whose reason the cancellations' table refuses (an SQL
+/// error for that projection only). Counts, which reads the same topic, and revocations go
+/// past it; the cancellations stop at its position, visibly; `/metrics` and `/readyz`
+/// say so. A second projector in the group (after the first stopped) is delivered the
+/// poison again — the stopped projection's offsets were not committed past it — and the
+/// others skip everything they applied (the counts stay exact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_a_restart() {
+    let broker = Broker::shared().await;
+    let db = TestDb::create().await;
+    let store = PgEventStore::connect(db.config(), PgStoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("store: {e}"));
+    let settings = KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: format!("p{}", Uuid::new_v4().simple()),
+        partitions: 3,
+        replication_factor: None,
+    };
+    let group = format!("g{}", Uuid::new_v4().simple());
+    let relay = kafka::start(
+        store.clone(),
+        db.config(),
+        settings.clone(),
+        &prometheus::Registry::new(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("relay: {e}"));
+    let (first, registry) = start(&db, &settings, &group).await;
+    let (port, server) = mykey_api::projector_http::serve(
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+        registry.clone(),
+        first.status(),
+    )
+    .unwrap_or_else(|e| panic!("serve: {e}"));
+    let http = server.handle();
+    tokio::spawn(server);
+
+    append_workload(&store, 0, 40).await;
+    let poison = append_raw(&store, "maintenance", cancellation(REJECTED_REASON)).await;
+    let head = append_workload(&store, 40, 40).await;
+    let client = db.client().await;
+    let counts = format!(
+        "SELECT n FROM {}.total",
+        schema_name(&FromKafka(Counts {
+            version: 1,
+            weight: 1
+        }))
+    );
+    let revoked = format!(
+        "SELECT count(*) FROM {}.revoked",
+        schema_name(&FromKafka(Revocations))
+    );
+    // Every workload event of i % 4 in {0, 1} is a revocation: 40 of the 80.
+    eventually("counts and revocations to pass the poison", || {
+        let (client, counts, revoked) = (&client, &counts, &revoked);
+        async move {
+            let n = scalar(client, counts).await;
+            let r = scalar(client, revoked).await;
+            (n == i64::try_from(head).unwrap_or(0) && r == 40).then_some(())
+        }
+    })
+    .await;
+    let failure = eventually("the cancellations to stop", || {
+        let s = first.statuses();
+        async move {
+            s.into_iter()
+                .find(|s| s.name == "test_cancellations")
+                .and_then(|s| match s.state {
+                    KafkaRunState::Failed {
+                        failed_at, error, ..
+                    } => Some((failed_at, error)),
+                    KafkaRunState::Running => None,
+                })
+        }
+    })
+    .await;
+    assert_eq!(failure.0, poison);
+    assert!(failure.1.contains("check"), "{}", failure.1);
+    for s in first.statuses() {
+        if s.name != "test_cancellations" {
+            assert_eq!(s.state, KafkaRunState::Running, "{}", s.name);
+        }
+    }
+    assert_eq!(
+        gauge(
+            &registry,
+            "mykey_projector_projection_failed",
+            "test_cancellations"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(
+            &registry,
+            "mykey_projector_projection_failed",
+            "test_counts"
+        ),
+        Some(0.0)
+    );
+    eventually("the counts' position gauge to reach the head", || {
+        let g = gauge(&registry, "mykey_projector_position", "test_counts");
+        async move { (g == Some(head as f64)).then_some(()) }
+    })
+    .await;
+
+    // The stopped projection's topic is no longer committed: its lag in messages (from
+    // librdkafka's statistics, every second) shows the held-back events.
+    eventually("the stopped projection's lag in messages to show", || {
+        let lag = gauge(
+            &registry,
+            "mykey_projector_lag_events",
+            "test_cancellations",
+        );
+        async move { lag.filter(|l| *l > 0.0) }
+    })
+    .await;
+
+    // What an operator sees over HTTP.
+    let web = reqwest::Client::new();
+    let metrics = web
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("/metrics body: {e}"));
+    for series in [
+        "mykey_projector_position{projection=\"test_revocations\"}",
+        "mykey_projector_position{projection=\"test_counts\"}",
+        "mykey_projector_lag_events{projection=\"test_cancellations\"}",
+        "mykey_projector_lag_seconds{projection=\"test_revocations\"}",
+        "mykey_projector_projection_failed{projection=\"test_cancellations\"} 1",
+        "mykey_projector_projection_failed{projection=\"test_revocations\"} 0",
+        "mykey_projector_assigned_partitions",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+    let ready = web
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /readyz: {e}"));
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    let ready: serde_json::Value = ready
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("/readyz body: {e}"));
+    let stopped = ready["projections"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == "test_cancellations"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no test_cancellations in {ready}"));
+    assert_eq!(stopped["state"], "failed", "{ready}");
+    assert_eq!(stopped["failed_at"], poison, "{ready}");
+
+    // Restart: the poison is delivered again (its offsets were held back) and stops the
+    // cancellations at the same position; the others skip every event as a duplicate.
+    first
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("projector: {e}"));
+    let ready = web
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /readyz: {e}"));
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    http.stop(true).await;
+    let (second, _) = start(&db, &settings, &group).await;
+    let again = eventually("the restarted cancellations to stop on the poison", || {
+        let s = second.statuses();
+        async move {
+            s.into_iter()
+                .find(|s| s.name == "test_cancellations")
+                .and_then(|s| match s.state {
+                    KafkaRunState::Failed { failed_at, .. } => Some(failed_at),
+                    KafkaRunState::Running => None,
+                })
+        }
+    })
+    .await;
+    assert_eq!(again, poison);
+    let more = append_workload(&store, 80, 8).await;
+    eventually("the counts to apply the new events", || {
+        let (client, counts) = (&client, &counts);
+        async move {
+            (scalar(client, counts).await == i64::try_from(more).unwrap_or(0)).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(scalar(&client, &revoked).await, 44);
+    assert!(second.metrics().duplicates.get() > 0);
+    second
+        .stop()
+        .await
+        .unwrap_or_else(|e| panic!("projector: {e}"));
+    relay.stop().await;
+}
