@@ -21,3 +21,4 @@ mod replay_projections;
 mod reports;
 mod server;
 mod store;
+mod store_tail;
