@@ -317,12 +317,13 @@ async fn lag_bench(config: &tokio_postgres::Config) -> Result<(), BoxError> {
             if let Some(requests) = mine {
                 for request in requests {
                     if stop.load(Ordering::Relaxed) {
-                        break;
+                        return Ok::<(), BoxError>(());
                     }
                     ack(&store.append(request).await?, 1);
                 }
+                // Ran out before the end.
                 finished.fetch_add(1, Ordering::Relaxed);
-                return Ok::<(), BoxError>(());
+                return Ok(());
             }
             // Writer `w` plays rounds w, w + writers, ...: each round's commands in order.
             let mut r = w as u64;
