@@ -4,6 +4,7 @@
 
 use mykey_schemas::{EventEnvelope, StreamId};
 use mykey_store::contract::single;
+use mykey_store::pg::writer::NOTIFY_CHANNEL;
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_store::{EventStore, ExpectedVersion, StoreError, Subscription, MAX_READ_PAGE};
 use mykey_tests::TestDb;
@@ -219,14 +220,14 @@ async fn a_hole_met_by_the_tail_is_reported_corrupt_to_subscribers_at_the_tail()
     // existing rows with new ids), then announced the way another writer would.
     db.client()
         .await
-        .batch_execute(
+        .batch_execute(&format!(
             "INSERT INTO events SELECT global_position + 10, stream_id, stream_version + 100, \
                  gen_random_uuid(), event_type, schema_version, payload, actor_id, actor_role, \
                  command_id, correlation_id, causation_id, patch_id, client_addr, recorded_at, \
                  prev_hash, hash \
              FROM events WHERE global_position IN (2, 3); \
-             SELECT pg_notify('mykey_events', '13')",
-        )
+             SELECT pg_notify('{NOTIFY_CHANNEL}', '13')"
+        ))
         .await
         .unwrap_or_else(|e| panic!("tamper: {e}"));
     match next_event(&mut sub).await {
