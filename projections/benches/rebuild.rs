@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p mykey-projections --features workload --bench rebuild         # rebuild rates
 //! cargo bench -p mykey-projections --features workload --bench rebuild -- lag  # lag under appends
+//! cargo bench -p mykey-projections --features workload --bench rebuild -- lag appends
 //! ```
 //!
 //! - **rebuild**: appends `MYKEY_BENCH_EVENTS` events (default 1,000,000; whole workload
@@ -18,6 +19,12 @@
 //!   samples the time from the newest append's acknowledgement to its visibility in each
 //!   projection's checkpoint (`wait_for`); prints the append rate and lag p50/p99. Target: p99
 //!   ≤ 200 ms at ≥ 20,000 events/s.
+//! - **lag appends** (`-- lag appends`): the same, but the load is the store append bench's:
+//!   `MYKEY_BENCH_WRITERS` tasks append **single-event** commands (`ExpectedVersion::Any`),
+//!   prepared before the clock starts from workload rounds (each round's appends split into one
+//!   append per event, in order, by the one writer that owns the round, so every projection
+//!   has real work and its rules hold). `MYKEY_BENCH_EVENTS` events are prepared (default
+//!   `MYKEY_BENCH_SECONDS` × 25,000); a writer that runs out stops, and the run says so.
 //! - `-- noop` (with either): a projection that reads no category, i.e. the runner's own ceiling
 //!   (reading the log, committing checkpoints).
 //! - `-- only=<name>` (with either): that projection alone.
@@ -28,10 +35,11 @@ use futures_util::future::join_all;
 use mykey_projections::models::workload;
 use mykey_projections::runner::{self, RunnerOptions};
 use mykey_projections::{ApplyError, Change, Projection, Projections, Recorded};
+use mykey_schemas::EventMetadata;
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
-use mykey_store::EventStore;
+use mykey_store::{AppendOutcome, AppendRequest, EventStore, ExpectedVersion};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -46,6 +54,9 @@ const DEFAULT_WRITERS: usize = 64;
 const ROUNDS_PER_CHUNK: u64 = 200;
 /// Concurrent appenders while generating (rounds are independent, so chunks may interleave).
 const GENERATORS: u64 = 8;
+/// Events prepared per second of the run in `lag appends` mode: above what the log appends
+/// on this machine, so the writers do not run out.
+const PREPARED_PER_SECOND: u64 = 25_000;
 /// How often the lag sampler takes a sample.
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);
 /// A sample that takes longer than this counts as this (and says the target is missed).
@@ -267,29 +278,59 @@ async fn lag_bench(config: &tokio_postgres::Config) -> Result<(), BoxError> {
     .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let appended = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
     // The newest acknowledged position and when it was acknowledged: lag is measured from there.
     let acknowledged = Arc::new(Mutex::new((0u64, Instant::now())));
+    let single_events = std::env::args().skip(1).any(|a| a == "appends");
+    let mut prepared = if single_events {
+        let events = env_or("MYKEY_BENCH_EVENTS", seconds * PREPARED_PER_SECOND);
+        let t = Instant::now();
+        let p = prepare(writers, events)?;
+        println!(
+            "prepared {} single-event appends in {:.1}s",
+            p.iter().map(Vec::len).sum::<usize>(),
+            t.elapsed().as_secs_f64()
+        );
+        p.into_iter().map(Some).collect()
+    } else {
+        vec![None; writers]
+    };
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (store, stop, appended, acknowledged) = (
+        let (store, stop, appended, acknowledged, finished) = (
             store.clone(),
             stop.clone(),
             appended.clone(),
             acknowledged.clone(),
+            finished.clone(),
         );
+        let mine = prepared.get_mut(w).and_then(Option::take);
         tasks.push(tokio::spawn(async move {
+            let ack = |outcome: &AppendOutcome, count: u64| {
+                appended.fetch_add(count, Ordering::Relaxed);
+                let now = Instant::now();
+                let mut newest = acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+                if outcome.last_position > newest.0 {
+                    *newest = (outcome.last_position, now);
+                }
+            };
+            if let Some(requests) = mine {
+                for request in requests {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok::<(), BoxError>(());
+                    }
+                    ack(&store.append(request).await?, 1);
+                }
+                // Ran out before the end.
+                finished.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             // Writer `w` plays rounds w, w + writers, ...: each round's commands in order.
             let mut r = w as u64;
             while !stop.load(Ordering::Relaxed) {
                 for request in workload::round(r)? {
                     let count = request.event_count() as u64;
-                    let outcome = store.append(request).await?;
-                    appended.fetch_add(count, Ordering::Relaxed);
-                    let now = Instant::now();
-                    let mut newest = acknowledged.lock().unwrap_or_else(|p| p.into_inner());
-                    if outcome.last_position > newest.0 {
-                        *newest = (outcome.last_position, now);
-                    }
+                    ack(&store.append(request).await?, count);
                 }
                 r += writers as u64;
             }
@@ -301,7 +342,7 @@ async fn lag_bench(config: &tokio_postgres::Config) -> Result<(), BoxError> {
     let mut timeouts = vec![0usize; names.len()];
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && finished.load(Ordering::Relaxed) < writers {
         let (position, acked_at) = *acknowledged.lock().unwrap_or_else(|p| p.into_inner());
         if position > 0 {
             // Every projection at once, each timed on its own.
@@ -327,10 +368,20 @@ async fn lag_bench(config: &tokio_postgres::Config) -> Result<(), BoxError> {
         t.await??;
     }
     let rate = appended.load(Ordering::Relaxed) as f64 / elapsed;
+    let load = if single_events {
+        "single-event appends (prepared workload)"
+    } else {
+        "appends of one command (mostly one event)"
+    };
     println!(
-        "appends of one command (mostly one event): {rate:.0} events/s over {elapsed:.1}s \
-         with {writers} writers (target >= 20000)"
+        "{load}: {rate:.0} events/s over {elapsed:.1}s with {writers} writers (target >= 20000)"
     );
+    if finished.load(Ordering::Relaxed) > 0 {
+        println!(
+            "note: {} writers ran out of prepared events before the end (raise MYKEY_BENCH_EVENTS)",
+            finished.load(Ordering::Relaxed)
+        );
+    }
     for ((name, mut s), timeouts) in names.into_iter().zip(samples).zip(timeouts) {
         s.sort();
         let pct = |p: f64| {
@@ -357,6 +408,34 @@ async fn lag_bench(config: &tokio_postgres::Config) -> Result<(), BoxError> {
     println!("peak RSS {:.0} MiB", peak_rss_mib().unwrap_or(0.0));
     running.shutdown().await;
     Ok(())
+}
+
+/// At least `events` events of workload rounds as single-event appends, one list per writer:
+/// writer `w` owns rounds w, w + writers, ... and appends each round's events in order, so
+/// every stream (and every round's cross-stream order) keeps the order the rules need.
+fn prepare(writers: usize, events: u64) -> Result<Vec<Vec<AppendRequest>>, BoxError> {
+    let rounds = events.div_ceil(workload::EVENTS_PER_ROUND as u64);
+    let mut out: Vec<Vec<AppendRequest>> = vec![Vec::new(); writers];
+    for r in 0..rounds {
+        let mine = &mut out[(r % writers as u64) as usize];
+        for request in workload::round(r)? {
+            for s in request.streams {
+                for event in s.events {
+                    mine.push(AppendRequest::single(
+                        s.stream.clone(),
+                        ExpectedVersion::Any,
+                        vec![event],
+                        EventMetadata {
+                            // Each append is its own command (idempotency key).
+                            command_id: Uuid::now_v7(),
+                            ..request.metadata.clone()
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Appends whole workload rounds until at least `count` events: chunks of

@@ -22,3 +22,4 @@ mod replay_projections;
 mod reports;
 mod server;
 mod store;
+mod store_tail;

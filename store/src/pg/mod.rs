@@ -5,8 +5,10 @@
 //!   appends into one transaction under a global advisory lock, which also makes positions
 //!   visible gap-free (see the [`writer`] module docs for why).
 //! - **Reads**: a small connection pool.
-//! - **Subscriptions**: catch up in pages, then follow the head, which one dedicated `LISTEN`
-//!   connection per store keeps current (and this store's own writer bumps directly).
+//! - **Subscriptions** ([`tail`]): one tail task per store reads each new event once into a
+//!   bounded ring that serves every subscriber at the tail; a subscriber behind the ring reads
+//!   pages by itself until it reaches it. The head they follow is kept current by one
+//!   dedicated `LISTEN` connection per store (and this store's own writer bumps it directly).
 //!
 //! Connections are plain TCP (`NoTls`): the database is reached over a private network or a
 //! local socket.
@@ -14,6 +16,7 @@
 pub mod migrations;
 // Public for read-only readers that must not migrate (`mykey-replay`).
 pub mod rows;
+pub mod tail;
 pub mod writer;
 
 use crate::{
@@ -36,9 +39,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a read waits for a pooled connection before reporting the store unavailable.
 pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Events per read while a subscription catches up: big enough to amortise the round trip,
-/// small enough that a page of large payloads stays a few MiB in memory.
-pub const SUBSCRIPTION_PAGE: usize = 1_000;
+pub use tail::{SubscriptionStats, SUBSCRIPTION_PAGE, TAIL_RING_BYTES, TAIL_RING_EVENTS};
 
 /// The log's head: the last position written, 0 when empty.
 const HEAD_QUERY: &str = "SELECT coalesce(max(global_position), 0) FROM events";
@@ -55,6 +56,9 @@ pub struct PgStoreOptions {
     pub read_pool_size: usize,
     /// Capacity of the queue in front of the writer.
     pub append_queue: usize,
+    /// Events the subscriptions' shared tail ring keeps ([`TAIL_RING_EVENTS`]; also bounded by
+    /// [`TAIL_RING_BYTES`]). Tests make it small to exercise subscribers behind the ring.
+    pub tail_ring_events: usize,
 }
 
 impl Default for PgStoreOptions {
@@ -62,6 +66,7 @@ impl Default for PgStoreOptions {
         PgStoreOptions {
             read_pool_size: 8,
             append_queue: APPEND_QUEUE,
+            tail_ring_events: TAIL_RING_EVENTS,
         }
     }
 }
@@ -78,6 +83,11 @@ struct Inner {
     appends: mpsc::Sender<Pending>,
     head: Arc<watch::Sender<u64>>,
     stats: Arc<WriterStats>,
+    /// The subscriptions' shared reader, started by the first `subscribe` (and again if it
+    /// stopped with the runtime that ran it).
+    tail: std::sync::Mutex<Option<tail::Tail>>,
+    tail_ring_events: usize,
+    subscription_stats: Arc<SubscriptionStats>,
     /// Dropped with the store: the listener task sees its receiver close and stops.
     _stop_listener: oneshot::Sender<()>,
 }
@@ -202,6 +212,9 @@ impl PgEventStore {
                 appends: tx,
                 head,
                 stats,
+                tail: std::sync::Mutex::new(None),
+                tail_ring_events: options.tail_ring_events,
+                subscription_stats: Arc::default(),
                 _stop_listener: stop_tx,
             }),
         })
@@ -211,6 +224,12 @@ impl PgEventStore {
     /// failed): requests per batch shows how well group commit is batching.
     pub fn writer_stats(&self) -> &WriterStats {
         &self.inner.stats
+    }
+
+    /// Events read from PostgreSQL for subscriptions: by the shared tail, and by subscribers
+    /// behind it.
+    pub fn subscription_stats(&self) -> &SubscriptionStats {
+        &self.inner.subscription_stats
     }
 
     async fn reader(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -375,82 +394,32 @@ impl EventStore for PgEventStore {
 
     fn subscribe(&self, from_position: u64) -> Subscription {
         let (tx, rx) = mpsc::channel(crate::SUBSCRIPTION_BUFFER);
-        // The feeder holds the pool and a head receiver, not the store: a forgotten
+        let tail = {
+            let mut slot = self
+                .inner
+                .tail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(t) if !t.stopped() => t.clone(),
+                _ => {
+                    let t = tail::Tail::start(
+                        self.inner.pool.clone(),
+                        self.inner.head.subscribe(),
+                        self.inner.tail_ring_events,
+                        self.inner.subscription_stats.clone(),
+                    );
+                    *slot = Some(t.clone());
+                    t
+                }
+            }
+        };
+        // The feeder holds the pool, a head receiver and the tail, not the store: a forgotten
         // subscription does not keep the writer alive.
         let pool = self.inner.pool.clone();
         let head = self.inner.head.subscribe();
-        tokio::spawn(feed(pool, head, from_position.max(1), tx));
+        tokio::spawn(tail::feed(pool, head, tail, from_position.max(1), tx));
         rx
-    }
-}
-
-/// A subscription's feeder: pages from `next` until caught up, then waits for the head to
-/// pass `next` and reads again. It always re-reads from `next` (never trusts a notification's
-/// number), so coalesced or lost notifications cannot make it skip.
-async fn feed(
-    pool: Pool,
-    mut head: watch::Receiver<u64>,
-    mut next: u64,
-    tx: mpsc::Sender<Result<EventEnvelope, StoreError>>,
-) {
-    // The head value after which an empty read was already retried once.
-    let mut reread_at: Option<u64> = None;
-    loop {
-        let page = tokio::select! {
-            _ = tx.closed() => return,
-            page = read_all_from(&pool, next, SUBSCRIPTION_PAGE) => page,
-        };
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        };
-        if page.is_empty() {
-            let known = *head.borrow_and_update();
-            if known >= next && reread_at != Some(known) {
-                // The head passed `next` while we were reading: read again. The head only
-                // moves after a commit is visible, so a read started now sees it.
-                reread_at = Some(known);
-                continue;
-            }
-            let wait = async {
-                if known >= next {
-                    // Re-read after seeing this head and still nothing (rows removed by
-                    // hand): wait for a real change rather than spin.
-                    head.changed().await.is_ok()
-                } else {
-                    head.wait_for(|h| *h >= next).await.is_ok()
-                }
-            };
-            let woke = tokio::select! {
-                _ = tx.closed() => return,
-                woke = wait => woke,
-            };
-            if !woke {
-                // The store was dropped.
-                return;
-            }
-            continue;
-        }
-        for e in page {
-            if e.global_position != next {
-                // Positions are dense; a hole means the log was tampered with. Report it
-                // rather than silently skip.
-                let _ = tx
-                    .send(Err(StoreError::Corrupt {
-                        position: next,
-                        reason: format!("missing; the next event is at {}", e.global_position),
-                    }))
-                    .await;
-                return;
-            }
-            next += 1;
-            if tx.send(Ok(e)).await.is_err() {
-                return;
-            }
-        }
     }
 }
 
