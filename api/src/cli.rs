@@ -324,12 +324,12 @@ pub async fn run_command(
         }
         Command::LoadCrl { file } => {
             let der = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            serde_json::to_value(auth.load_crl(&der, &who).await.map_err(problem)?)?
+            serde_json::to_value(auth.load_crl(&der, &who).await.map_err(problem)?.0)?
         }
         Command::ImportRenewals { file } => {
             let csv =
                 std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let report = auth.import_renewals(&csv, &who).await.map_err(problem)?;
+            let (report, _) = auth.import_renewals(&csv, &who).await.map_err(problem)?;
             if !report.failed.is_empty() {
                 failed = Some(format!(
                     "{} renewal line(s) failed (see \"failed\" in the result)",

@@ -14,7 +14,7 @@
 //! An event of those categories that does not decode clears both maps (never a stale answer).
 
 use super::identity::{
-    CertificateRef, Identity, IdentityError, RelyingParty, RequestActor, RpStatus,
+    CertificateRef, Identity, IdentityError, MarkedRevoked, RelyingParty, RequestActor, RpStatus,
 };
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -229,7 +229,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         old: &str,
         new: &str,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner.link_renewal(issuer, old, new, actor).await
     }
 
@@ -237,7 +237,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         &self,
         certs: &[CertificateRef],
         actor: &RequestActor,
-    ) -> Result<usize, IdentityError> {
+    ) -> Result<MarkedRevoked, IdentityError> {
         self.inner.mark_certificates_revoked(certs, actor).await
     }
 
@@ -249,7 +249,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         name: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner
             .register_relying_party(rp_id, kind, code, name, jwk, actor)
             .await
@@ -260,7 +260,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         rp_id: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner.rotate_relying_party_key(rp_id, jwk, actor).await
     }
 
@@ -269,7 +269,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         rp_id: &str,
         status: RpStatus,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner
             .set_relying_party_status(rp_id, status, actor)
             .await

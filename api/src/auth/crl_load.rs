@@ -2,7 +2,7 @@
 
 use super::crl::{self, CrlError};
 use super::identity::{self, CertificateRef, IdentityError, RequestActor};
-use super::{db, identity_problem, problem, rfc3339, Auth, CrlReport};
+use super::{db, problem, rfc3339, Auth, CrlReport};
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
 use std::sync::Arc;
@@ -13,7 +13,15 @@ const CRL_PROGRESS_EVERY: usize = 100_000;
 impl Auth {
     /// Verifies a CRL, marks the platform's known certificates on it revoked (one
     /// CertificateRevoked event each, only the first time), then stores and installs it.
-    pub async fn load_crl(&self, der: &[u8], actor: &RequestActor) -> Result<CrlReport, Problem> {
+    ///
+    /// Also answers the global position that reflects the marking: the last revocation
+    /// written (or, for certificates already marked, their last event; 0 when the CRL lists
+    /// no certificate the platform knows).
+    pub async fn load_crl(
+        &self,
+        der: &[u8],
+        actor: &RequestActor,
+    ) -> Result<(CrlReport, u64), Problem> {
         let crl = crl::parse_crl_blocking(Arc::new(der.to_vec()), self.anchors.clone())
             .await
             .map_err(|e| {
@@ -28,7 +36,7 @@ impl Auth {
         }
         // Known certificates are marked before the CRL is stored: a load that fails half-way
         // stores nothing, so repeating it (not refused as "not newer") finishes the marking.
-        let mut known = 0;
+        let (mut known, mut position) = (0, 0);
         let serials: Vec<&String> = crl.revoked.iter().collect();
         let started = std::time::Instant::now();
         for (i, chunk) in serials.chunks(identity::CRL_CHECK_CHUNK).enumerate() {
@@ -39,12 +47,14 @@ impl Auth {
                         .map_err(|d| IdentityError::rejected(d.code(), d.message))
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(identity_problem)?;
-            known += self
+                .map_err(Problem::from)?;
+            let marked = self
                 .identity
                 .mark_certificates_revoked(&certs, actor)
                 .await
-                .map_err(identity_problem)?;
+                .map_err(Problem::from)?;
+            known += marked.written;
+            position = position.max(marked.position);
             let checked = i * identity::CRL_CHECK_CHUNK + chunk.len();
             if checked % CRL_PROGRESS_EVERY < chunk.len() || checked == serials.len() {
                 tracing::info!(
@@ -77,7 +87,7 @@ impl Auth {
             Ok(()) | Err(CrlError::NotNewer) => {}
             Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused")),
         }
-        Ok(report)
+        Ok((report, position))
     }
 
     /// Installs the newest stored CRL of each CA key when it is newer than the installed one

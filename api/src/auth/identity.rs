@@ -25,6 +25,15 @@ pub struct RelyingParty {
 /// CRL entries checked against the log per read: one query each.
 pub const CRL_CHECK_CHUNK: usize = 1_000;
 
+/// What a CRL chunk's check wrote: how many revocation events, and the global position that
+/// reflects them (the last one written; when none was, the last position of the known
+/// certificates' streams read, 0 when it knows none of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MarkedRevoked {
+    pub written: usize,
+    pub position: u64,
+}
+
 /// Who is acting (the domain's [`mykey_domain::Actor`]: id and role) in which request, for
 /// event metadata.
 #[derive(Debug, Clone)]
@@ -91,22 +100,26 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
         rp_id: &str,
     ) -> Result<Option<String>, IdentityError>;
 
-    /// Renewal: `new_serial` belongs to the same subject as `old_serial`.
+    /// Renewal: `new_serial` belongs to the same subject as `old_serial`. Returns the global
+    /// position of the link (its last event; a repeat answers the existing link's).
     async fn link_renewal(
         &self,
         issuer: &str,
         old_serial: &str,
         new_serial: &str,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 
     /// Marks revoked those of `certs` the platform knows and has not marked yet (a CRL's
-    /// entries, at most [`CRL_CHECK_CHUNK`] at a time). Returns how many events were written.
+    /// entries, at most [`CRL_CHECK_CHUNK`] at a time).
     async fn mark_certificates_revoked(
         &self,
         certs: &[CertificateRef],
         actor: &RequestActor,
-    ) -> Result<usize, IdentityError>;
+    ) -> Result<MarkedRevoked, IdentityError>;
+
+    // The relying-party commands return the global position of the event they wrote (the
+    // first run's for a repeated command id; for a no-op, the party's last event).
 
     async fn register_relying_party(
         &self,
@@ -116,21 +129,21 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
         name: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 
     async fn rotate_relying_party_key(
         &self,
         rp_id: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 
     async fn set_relying_party_status(
         &self,
         rp_id: &str,
         status: RpStatus,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 }
 
 /// In-memory rules of the write model, for the cache's unit tests.
@@ -174,6 +187,11 @@ impl MemoryIdentity {
 
 #[cfg(test)]
 impl Mem {
+    /// The "log" position: one event per position.
+    fn position(&self) -> u64 {
+        self.events as u64
+    }
+
     fn subject_of(&self, cert: &CertificateRef) -> Option<Uuid> {
         let mut c = cert.clone();
         // Bounded walk: a renewal chain is a handful of links over a lifetime.
@@ -247,7 +265,7 @@ impl Identity for MemoryIdentity {
         old: &str,
         new: &str,
         _: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let mut m = self.lock();
         let (old, new) = (cert_ref(issuer, old)?, cert_ref(issuer, new)?);
         if m.subject_of(&old).is_none() {
@@ -258,14 +276,14 @@ impl Identity for MemoryIdentity {
         }
         m.renewed_from.insert(new, old);
         m.events += 1;
-        Ok(())
+        Ok(m.position())
     }
 
     async fn mark_certificates_revoked(
         &self,
         certs: &[CertificateRef],
         _: &RequestActor,
-    ) -> Result<usize, IdentityError> {
+    ) -> Result<MarkedRevoked, IdentityError> {
         let mut m = self.lock();
         let mut written = 0;
         for cert in certs {
@@ -274,7 +292,10 @@ impl Identity for MemoryIdentity {
                 written += 1;
             }
         }
-        Ok(written)
+        Ok(MarkedRevoked {
+            written,
+            position: m.position(),
+        })
     }
 
     async fn register_relying_party(
@@ -285,7 +306,7 @@ impl Identity for MemoryIdentity {
         _name: &str,
         jwk: serde_json::Value,
         _: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let mut m = self.lock();
         if m.rps.contains_key(rp_id) {
             return Err(IdentityError::rejected("RELYING_PARTY_EXISTS", rp_id));
@@ -299,7 +320,7 @@ impl Identity for MemoryIdentity {
             },
         );
         m.events += 1;
-        Ok(())
+        Ok(m.position())
     }
 
     async fn rotate_relying_party_key(
@@ -307,7 +328,7 @@ impl Identity for MemoryIdentity {
         rp_id: &str,
         jwk: serde_json::Value,
         _: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let mut m = self.lock();
         let rp = m
             .rps
@@ -315,7 +336,7 @@ impl Identity for MemoryIdentity {
             .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
         rp.jwk = jwk;
         m.events += 1;
-        Ok(())
+        Ok(m.position())
     }
 
     async fn set_relying_party_status(
@@ -323,7 +344,7 @@ impl Identity for MemoryIdentity {
         rp_id: &str,
         status: RpStatus,
         _: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let mut m = self.lock();
         let rp = m
             .rps
@@ -331,7 +352,7 @@ impl Identity for MemoryIdentity {
             .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
         rp.status = status;
         m.events += 1;
-        Ok(())
+        Ok(m.position())
     }
 }
 
@@ -517,27 +538,37 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         old: &str,
         new: &str,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let old = cert_ref(issuer, old)?;
         let new = cert_ref(issuer, new)?;
-        self.cmds
+        let linked = self
+            .cmds
             .link_renewal(&meta(actor), &old, &new)
             .await
             .map_err(cmd_err)?;
-        Ok(())
+        Ok(linked.position)
     }
 
     async fn mark_certificates_revoked(
         &self,
         certs: &[CertificateRef],
         actor: &RequestActor,
-    ) -> Result<usize, IdentityError> {
-        let states = self.cmds.load_certificates(certs).await.map_err(cmd_err)?;
-        let mut written = 0;
+    ) -> Result<MarkedRevoked, IdentityError> {
+        let states = self
+            .cmds
+            .load_certificates_at(certs)
+            .await
+            .map_err(cmd_err)?;
+        let mut marked = MarkedRevoked::default();
         // Only certificates the platform knows get an event: the national CRL lists millions
         // of certificates that never logged in here.
-        for (c, state) in certs.iter().zip(states) {
-            if state.subject.is_none() || state.revoked {
+        for (c, (state, read_at)) in certs.iter().zip(states) {
+            if state.subject.is_none() {
+                continue;
+            }
+            if state.revoked {
+                // Marked before: its stream's last event is at or after that revocation.
+                marked.position = marked.position.max(read_at);
                 continue;
             }
             match self
@@ -545,13 +576,25 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
                 .mark_certificate_revoked(&meta(actor), c, "listed on the CA's CRL")
                 .await
             {
-                Ok(()) => written += 1,
-                // Marked meanwhile by another instance loading the same CRL.
-                Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => {}
+                Ok(position) => {
+                    marked.written += 1;
+                    marked.position = marked.position.max(position);
+                }
+                // Marked meanwhile by another instance loading the same CRL: that event is
+                // after what was read, so re-read its position.
+                Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => {
+                    let again = self
+                        .cmds
+                        .load_certificates_at(std::slice::from_ref(c))
+                        .await
+                        .map_err(cmd_err)?;
+                    let at = again.first().map_or(read_at, |(_, p)| *p);
+                    marked.position = marked.position.max(at);
+                }
                 Err(e) => return Err(cmd_err(e)),
             }
         }
-        Ok(written)
+        Ok(marked)
     }
 
     async fn register_relying_party(
@@ -562,7 +605,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         name: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let r = mykey_commands::RegisterRelyingParty {
             id: rp_id(id)?,
             code: code.to_owned(),
@@ -570,11 +613,12 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
             kind: parse_kind(kind)?,
             public_jwk: jwk,
         };
-        self.cmds
+        let done = self
+            .cmds
             .register_relying_party(&meta(actor), r)
             .await
             .map_err(cmd_err)?;
-        Ok(())
+        Ok(done.position)
     }
 
     async fn rotate_relying_party_key(
@@ -582,12 +626,13 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         id: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        self.cmds
+    ) -> Result<u64, IdentityError> {
+        let done = self
+            .cmds
             .rotate_relying_party_key(&meta(actor), &rp_id(id)?, jwk)
             .await
             .map_err(cmd_err)?;
-        Ok(())
+        Ok(done.position)
     }
 
     async fn set_relying_party_status(
@@ -595,7 +640,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         id: &str,
         status: RpStatus,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let (id, m) = (rp_id(id)?, meta(actor));
         let r = match status {
             RpStatus::Suspended => {
@@ -610,8 +655,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
                     .await
             }
         };
-        r.map_err(cmd_err)?;
-        Ok(())
+        Ok(r.map_err(cmd_err)?.position)
     }
 }
 

@@ -54,7 +54,7 @@ use uuid::Uuid;
 pub use audit::Refusal;
 pub use client::{ClientAuthError, TokenForm, TokenResponse};
 pub use login::{ChallengeResponse, KazashiBody, LoginBody, LoginError, LoginResponse};
-use problem::{identity_problem, problem};
+use problem::problem;
 
 pub const ACR_PIN: &str = "urn:mykey:acr:pin";
 pub const ACR_KAZASHI: &str = "urn:mykey:acr:kazashi";

@@ -45,12 +45,16 @@ pub(super) fn challenge_problem(e: ChallengeError) -> Problem {
     problem(status, e.code(), "Challenge refused").with_detail(e.to_string())
 }
 
-pub(super) fn identity_problem(e: IdentityError) -> Problem {
-    match e {
-        IdentityError::Rejected { code, detail } => {
-            Problem::coded(&code, "Refused by the write model").with_detail(detail)
+/// The one conversion of a write-model refusal into problem+json: its status from the code
+/// table ([`crate::codes`]).
+impl From<IdentityError> for Problem {
+    fn from(e: IdentityError) -> Problem {
+        match e {
+            IdentityError::Rejected { code, detail } => {
+                Problem::coded(&code, "Refused by the write model").with_detail(detail)
+            }
+            IdentityError::Unavailable(d) => Problem::unavailable(d),
         }
-        IdentityError::Unavailable(d) => Problem::unavailable(d),
     }
 }
 
@@ -85,7 +89,7 @@ impl From<LoginError> for Problem {
                 problem(StatusCode::NOT_FOUND, "NOT_REGISTERED", "Not registered")
                     .with_detail(LoginError::NotRegistered.to_string())
             }
-            LoginError::Identity(e) => identity_problem(e),
+            LoginError::Identity(e) => e.into(),
             LoginError::Unavailable(d) => Problem::unavailable(d),
             LoginError::Signing => Problem::internal(),
         }
@@ -117,7 +121,7 @@ impl From<ClientAuthError> for Problem {
             }
             E::ClientSuspended => problem(StatusCode::FORBIDDEN, &code, "Relying party suspended"),
             E::ClientRetired => problem(StatusCode::FORBIDDEN, &code, "Relying party retired"),
-            E::Identity(e) => identity_problem(e),
+            E::Identity(e) => e.into(),
             E::Unavailable(d) => Problem::unavailable(d),
             E::Signing => Problem::internal(),
             E::AssertionAlgorithm

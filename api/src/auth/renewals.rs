@@ -10,11 +10,14 @@ impl Auth {
     /// any form [`dn::Name::parse`] accepts (RFC 4514 as `openssl x509 -issuer -nameopt
     /// RFC2253` prints it, OpenSSL's default one-line form, or the server's own), compared as
     /// a name with each trust anchor's subject; serials are hex.
+    ///
+    /// Also answers the last global position the links wrote (a line already linked counts
+    /// with its existing link's position; 0 when no line linked).
     pub async fn import_renewals(
         &self,
         csv: &str,
         actor: &RequestActor,
-    ) -> Result<RenewalReport, Problem> {
+    ) -> Result<(RenewalReport, u64), Problem> {
         if csv.len() > MAX_RENEWAL_CSV_BYTES {
             return Err(Problem::body_too_large());
         }
@@ -22,6 +25,7 @@ impl Auth {
             linked: 0,
             failed: Vec::new(),
         };
+        let mut position = 0;
         let anchor_names: Vec<(dn::Name, String)> = self
             .anchors
             .iter()
@@ -76,7 +80,10 @@ impl Auth {
                 }
             };
             match self.identity.link_renewal(issuer, &old, &new, actor).await {
-                Ok(()) => report.linked += 1,
+                Ok(at) => {
+                    report.linked += 1;
+                    position = position.max(at);
+                }
                 Err(IdentityError::Rejected { code, detail }) => {
                     report.failed.push(RenewalFailure {
                         line: line_no,
@@ -87,7 +94,7 @@ impl Auth {
                 Err(IdentityError::Unavailable(d)) => return Err(Problem::unavailable(d)),
             }
         }
-        Ok(report)
+        Ok((report, position))
     }
 }
 
