@@ -324,12 +324,20 @@ pub async fn run_command(
         }
         Command::LoadCrl { file } => {
             let der = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            serde_json::to_value(auth.load_crl(&der, &who).await.map_err(problem)?.0)?
+            serde_json::to_value(
+                auth.load_crl(&der, &who)
+                    .await
+                    .map_err(|e| problem(e.into()))?
+                    .0,
+            )?
         }
         Command::ImportRenewals { file } => {
             let csv =
                 std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let (report, _) = auth.import_renewals(&csv, &who).await.map_err(problem)?;
+            let (report, _) = auth
+                .import_renewals(&csv, &who)
+                .await
+                .map_err(|e| problem(e.into()))?;
             if !report.failed.is_empty() {
                 failed = Some(format!(
                     "{} renewal line(s) failed (see \"failed\" in the result)",
@@ -339,7 +347,10 @@ pub async fn run_command(
             serde_json::to_value(report)?
         }
         Command::RotateSigningKey => {
-            let kid = auth.rotate_signing_key().await.map_err(problem)?;
+            let kid = auth
+                .rotate_signing_key()
+                .await
+                .map_err(|e| problem(e.into()))?;
             serde_json::json!({ "kid": kid })
         }
         Command::NewOperatorToken { .. } | Command::NewKeyEncryptionKey { .. } => {

@@ -34,7 +34,6 @@ mod renewals;
 #[cfg(test)]
 mod verifier_tests;
 
-use crate::errors::Problem;
 use base64::Engine;
 use challenge::{ChallengeError, Challenges};
 use config::AuthSettings;
@@ -51,10 +50,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub use audit::Refusal;
+pub use audit::{Refusal, AUDIT_UNAVAILABLE};
 pub use client::{ClientAuthError, TokenForm, TokenResponse};
+pub use crl_load::CrlLoadError;
+pub use keys::RotationError;
 pub use login::{ChallengeResponse, KazashiBody, LoginBody, LoginError, LoginResponse};
-use problem::problem;
+pub use renewals::RenewalImportError;
 
 pub const ACR_PIN: &str = "urn:mykey:acr:pin";
 pub const ACR_KAZASHI: &str = "urn:mykey:acr:kazashi";

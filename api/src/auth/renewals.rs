@@ -2,7 +2,16 @@
 
 use super::identity::{IdentityError, RequestActor};
 use super::{dn, jpki, Auth, RenewalFailure, RenewalReport, MAX_RENEWAL_CSV_BYTES};
-use crate::errors::Problem;
+
+/// Why a renewal import stopped (a bad line is no error: it is reported in the result).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewalImportError {
+    #[error("the renewal file is larger than {MAX_RENEWAL_CSV_BYTES} bytes")]
+    TooLarge,
+    /// The write model failed; lines before this one may be linked (repeating is safe).
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 impl Auth {
     /// Imports renewal links from CSV lines `issuer,old serial,new serial` (RFC 4180 quoting;
@@ -17,9 +26,9 @@ impl Auth {
         &self,
         csv: &str,
         actor: &RequestActor,
-    ) -> Result<(RenewalReport, u64), Problem> {
+    ) -> Result<(RenewalReport, u64), RenewalImportError> {
         if csv.len() > MAX_RENEWAL_CSV_BYTES {
-            return Err(Problem::body_too_large());
+            return Err(RenewalImportError::TooLarge);
         }
         let mut report = RenewalReport {
             linked: 0,
@@ -91,7 +100,9 @@ impl Auth {
                         detail,
                     })
                 }
-                Err(IdentityError::Unavailable(d)) => return Err(Problem::unavailable(d)),
+                Err(IdentityError::Unavailable(d)) => {
+                    return Err(RenewalImportError::Unavailable(d))
+                }
             }
         }
         Ok((report, position))
