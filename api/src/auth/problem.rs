@@ -2,12 +2,12 @@
 //! and nowhere else (the login logic returns typed errors and knows nothing of HTTP).
 
 use super::challenge::ChallengeError;
-use super::client::ClientAuthError;
 use super::crl::{CrlError, RevocationError};
 use super::identity::IdentityError;
 use super::jpki::CertError;
-use super::login::LoginError;
 use super::ratelimit::Limited;
+use super::ClientAuthError;
+use super::LoginError;
 use super::{CrlLoadError, Refusal, RenewalImportError, RotationError, AUDIT_UNAVAILABLE};
 use crate::errors::Problem;
 use actix_web::http::StatusCode;

@@ -279,7 +279,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::MemoryIdentity;
+    use crate::identity::MemoryIdentity;
     use mykey_domain::ppid::{PpidAggregate, PpidEvent};
     use mykey_domain::relying_party::{RelyingParty as RelyingPartyAggregate, RelyingPartyEvent};
     use mykey_domain::subject::{Subject, SubjectEvent};
