@@ -13,10 +13,17 @@ use uuid::Uuid;
 
 pub use mykey_domain::certificate::CertificateRef;
 pub use mykey_domain::relying_party::RpStatus;
+pub use mykey_domain::RelyingPartyId;
+
+/// A relying-party id from a caller, parsed once at the boundary: an invalid one is the write
+/// model's refusal (`INVALID_INPUT`, 400), as if it had been asked.
+pub fn parse_rp_id(raw: &str) -> Result<RelyingPartyId, IdentityError> {
+    RelyingPartyId::parse(raw).map_err(|d| IdentityError::rejected(d.code(), d.message))
+}
 
 #[derive(Debug, Clone)]
 pub struct RelyingParty {
-    pub id: String,
+    pub id: RelyingPartyId,
     pub status: RpStatus,
     /// The RP's public JWK, used to verify its client assertions.
     pub jwk: serde_json::Value,
@@ -82,14 +89,17 @@ impl IdentityError {
 
 #[async_trait]
 pub trait Identity: Send + Sync + std::fmt::Debug {
-    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError>;
+    async fn relying_party(
+        &self,
+        rp_id: &RelyingPartyId,
+    ) -> Result<Option<RelyingParty>, IdentityError>;
 
     /// PIN login: find or create the subject of `cert` (following renewal links), then find
     /// the active PPID for (subject, RP) or issue one. Returns the PPID.
     async fn register_login(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         actor: &RequestActor,
     ) -> Result<String, IdentityError>;
 
@@ -97,7 +107,7 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
     async fn active_ppid(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
     ) -> Result<Option<String>, IdentityError>;
 
     /// Renewal: `new_serial` belongs to the same subject as `old_serial`. Returns the global
@@ -123,7 +133,7 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
 
     async fn register_relying_party(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         kind: &str,
         code: &str,
         name: &str,
@@ -133,14 +143,14 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
 
     async fn rotate_relying_party_key(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         jwk: serde_json::Value,
         actor: &RequestActor,
     ) -> Result<u64, IdentityError>;
 
     async fn set_relying_party_status(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         status: RpStatus,
         actor: &RequestActor,
     ) -> Result<u64, IdentityError>;
@@ -156,13 +166,13 @@ pub struct MemoryIdentity {
 #[cfg(test)]
 #[derive(Debug, Default)]
 struct Mem {
-    rps: HashMap<String, RelyingParty>,
+    rps: HashMap<RelyingPartyId, RelyingParty>,
     /// certificate → subject
     subjects: HashMap<CertificateRef, Uuid>,
     /// renewal: new certificate → old certificate
     renewed_from: HashMap<CertificateRef, CertificateRef>,
     revoked: std::collections::HashSet<CertificateRef>,
-    ppids: HashMap<(Uuid, String), String>,
+    ppids: HashMap<(Uuid, RelyingPartyId), String>,
     /// Events "written", for tests asserting that refusals write nothing.
     pub events: usize,
 }
@@ -208,14 +218,17 @@ impl Mem {
 #[cfg(test)]
 #[async_trait]
 impl Identity for MemoryIdentity {
-    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError> {
+    async fn relying_party(
+        &self,
+        rp_id: &RelyingPartyId,
+    ) -> Result<Option<RelyingParty>, IdentityError> {
         Ok(self.lock().rps.get(rp_id).cloned())
     }
 
     async fn register_login(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         _: &RequestActor,
     ) -> Result<String, IdentityError> {
         let mut m = self.lock();
@@ -234,11 +247,11 @@ impl Identity for MemoryIdentity {
                 s
             }
         };
-        if let Some(p) = m.ppids.get(&(subject, rp_id.to_owned())) {
+        if let Some(p) = m.ppids.get(&(subject, rp_id.clone())) {
             return Ok(p.clone());
         }
         let ppid = Uuid::new_v4().simple().to_string();
-        m.ppids.insert((subject, rp_id.to_owned()), ppid.clone());
+        m.ppids.insert((subject, rp_id.clone()), ppid.clone());
         m.events += 1;
         Ok(ppid)
     }
@@ -246,7 +259,7 @@ impl Identity for MemoryIdentity {
     async fn active_ppid(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
     ) -> Result<Option<String>, IdentityError> {
         let m = self.lock();
         if m.revoked.contains(cert) {
@@ -256,7 +269,7 @@ impl Identity for MemoryIdentity {
             ));
         }
         Ok(m.subject_of(cert)
-            .and_then(|s| m.ppids.get(&(s, rp_id.to_owned())).cloned()))
+            .and_then(|s| m.ppids.get(&(s, rp_id.clone())).cloned()))
     }
 
     async fn link_renewal(
@@ -300,7 +313,7 @@ impl Identity for MemoryIdentity {
 
     async fn register_relying_party(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         _kind: &str,
         _code: &str,
         _name: &str,
@@ -309,12 +322,15 @@ impl Identity for MemoryIdentity {
     ) -> Result<u64, IdentityError> {
         let mut m = self.lock();
         if m.rps.contains_key(rp_id) {
-            return Err(IdentityError::rejected("RELYING_PARTY_EXISTS", rp_id));
+            return Err(IdentityError::rejected(
+                "RELYING_PARTY_EXISTS",
+                rp_id.to_string(),
+            ));
         }
         m.rps.insert(
-            rp_id.to_owned(),
+            rp_id.clone(),
             RelyingParty {
-                id: rp_id.to_owned(),
+                id: rp_id.clone(),
                 status: RpStatus::Active,
                 jwk,
             },
@@ -325,7 +341,7 @@ impl Identity for MemoryIdentity {
 
     async fn rotate_relying_party_key(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         jwk: serde_json::Value,
         _: &RequestActor,
     ) -> Result<u64, IdentityError> {
@@ -333,7 +349,7 @@ impl Identity for MemoryIdentity {
         let rp = m
             .rps
             .get_mut(rp_id)
-            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
+            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id.to_string()))?;
         rp.jwk = jwk;
         m.events += 1;
         Ok(m.position())
@@ -341,7 +357,7 @@ impl Identity for MemoryIdentity {
 
     async fn set_relying_party_status(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         status: RpStatus,
         _: &RequestActor,
     ) -> Result<u64, IdentityError> {
@@ -349,7 +365,7 @@ impl Identity for MemoryIdentity {
         let rp = m
             .rps
             .get_mut(rp_id)
-            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
+            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id.to_string()))?;
         rp.status = status;
         m.events += 1;
         Ok(m.position())
@@ -445,11 +461,6 @@ fn cert_ref(issuer: &str, serial: &str) -> Result<CertificateRef, IdentityError>
     CertificateRef::new(issuer, serial).map_err(|d| IdentityError::rejected(d.code(), d.message))
 }
 
-fn rp_id(raw: &str) -> Result<mykey_domain::RelyingPartyId, IdentityError> {
-    mykey_domain::RelyingPartyId::parse(raw)
-        .map_err(|d| IdentityError::rejected(d.code(), d.message))
-}
-
 fn meta(actor: &RequestActor) -> mykey_commands::CommandMeta {
     // v7: command ids are the key of the log's idempotency index; time-ordered keys append at
     // its right edge (random ones cost the log about a third of its append throughput).
@@ -484,13 +495,13 @@ pub fn parse_kind(kind: &str) -> Result<mykey_commands::RpKind, IdentityError> {
 
 #[async_trait]
 impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
-    async fn relying_party(&self, id: &str) -> Result<Option<RelyingParty>, IdentityError> {
-        let Ok(id) = mykey_domain::RelyingPartyId::parse(id) else {
-            return Ok(None);
-        };
-        let rp = self.cmds.load_relying_party(&id).await.map_err(cmd_err)?;
+    async fn relying_party(
+        &self,
+        id: &RelyingPartyId,
+    ) -> Result<Option<RelyingParty>, IdentityError> {
+        let rp = self.cmds.load_relying_party(id).await.map_err(cmd_err)?;
         Ok(rp.map(|rp| RelyingParty {
-            id: rp.id.to_string(),
+            id: rp.id,
             status: rp.status,
             jwk: rp.public_jwk,
         }))
@@ -499,12 +510,11 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
     async fn register_login(
         &self,
         cert: &CertificateRef,
-        rp: &str,
+        rp: &RelyingPartyId,
         actor: &RequestActor,
     ) -> Result<String, IdentityError> {
-        let rp = rp_id(rp)?;
         let m = meta(actor);
-        let r = retry_contention(|| self.cmds.register_login(&m, cert, &rp))
+        let r = retry_contention(|| self.cmds.register_login(&m, cert, rp))
             .await
             .map_err(cmd_err)?;
         Ok(r.ppid.to_string())
@@ -513,9 +523,8 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
     async fn active_ppid(
         &self,
         cert: &CertificateRef,
-        rp: &str,
+        rp: &RelyingPartyId,
     ) -> Result<Option<String>, IdentityError> {
-        let rp = rp_id(rp)?;
         let state = self.cmds.load_certificate(cert).await.map_err(cmd_err)?;
         if state.revoked {
             return Err(IdentityError::rejected(
@@ -528,7 +537,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
             Some(s) => s,
             None => return Ok(None),
         };
-        let ppid = self.cmds.active_ppid(subject, &rp).await.map_err(cmd_err)?;
+        let ppid = self.cmds.active_ppid(subject, rp).await.map_err(cmd_err)?;
         Ok(ppid.map(|p| p.to_string()))
     }
 
@@ -599,7 +608,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
 
     async fn register_relying_party(
         &self,
-        id: &str,
+        id: &RelyingPartyId,
         kind: &str,
         code: &str,
         name: &str,
@@ -607,7 +616,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         actor: &RequestActor,
     ) -> Result<u64, IdentityError> {
         let r = mykey_commands::RegisterRelyingParty {
-            id: rp_id(id)?,
+            id: id.clone(),
             code: code.to_owned(),
             name: name.to_owned(),
             kind: parse_kind(kind)?,
@@ -623,13 +632,13 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
 
     async fn rotate_relying_party_key(
         &self,
-        id: &str,
+        id: &RelyingPartyId,
         jwk: serde_json::Value,
         actor: &RequestActor,
     ) -> Result<u64, IdentityError> {
         let done = self
             .cmds
-            .rotate_relying_party_key(&meta(actor), &rp_id(id)?, jwk)
+            .rotate_relying_party_key(&meta(actor), id, jwk)
             .await
             .map_err(cmd_err)?;
         Ok(done.position)
@@ -637,21 +646,21 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
 
     async fn set_relying_party_status(
         &self,
-        id: &str,
+        id: &RelyingPartyId,
         status: RpStatus,
         actor: &RequestActor,
     ) -> Result<u64, IdentityError> {
-        let (id, m) = (rp_id(id)?, meta(actor));
+        let m = meta(actor);
         let r = match status {
             RpStatus::Suspended => {
                 self.cmds
-                    .suspend_relying_party(&m, &id, "suspended by operator")
+                    .suspend_relying_party(&m, id, "suspended by operator")
                     .await
             }
-            RpStatus::Active => self.cmds.resume_relying_party(&m, &id).await,
+            RpStatus::Active => self.cmds.resume_relying_party(&m, id).await,
             RpStatus::Retired => {
                 self.cmds
-                    .retire_relying_party(&m, &id, "retired by operator")
+                    .retire_relying_party(&m, id, "retired by operator")
                     .await
             }
         };

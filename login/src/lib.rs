@@ -105,7 +105,7 @@ pub struct Auth {
     pub registry: Arc<Registry>,
     pub limiter: RateLimiter,
     /// Relying-party ids the write model did not know, until when (clock ms).
-    unknown_rps: dashmap::DashMap<String, i64>,
+    unknown_rps: dashmap::DashMap<identity::RelyingPartyId, i64>,
     pub identity: Arc<dyn Identity>,
     /// Access tokens whose signature and claims already verified: token → (RP id, exp).
     /// A token is immutable, so its verification result is too; expiry and the RP's status

@@ -13,7 +13,7 @@
 
 use super::oauth::ctx;
 use crate::auth::db::INVALID_VALUE;
-use crate::auth::identity::{RequestActor, RpStatus};
+use crate::auth::identity::{parse_rp_id, RequestActor, RpStatus};
 use crate::auth::{jws::VerifyKey, Auth, Ctx};
 use crate::codes::ApiCode;
 use crate::errors::Problem;
@@ -276,10 +276,11 @@ pub async fn register_rp(
                 &canonical(&*body),
                 move |_| async move {
                     check_jwk(&body_ref.jwk)?;
+                    let id = parse_rp_id(&body_ref.id)?;
                     let position = auth
                         .identity
                         .register_relying_party(
-                            &body_ref.id,
+                            &id,
                             &body_ref.kind,
                             &body_ref.code,
                             &body_ref.name,
@@ -287,7 +288,7 @@ pub async fn register_rp(
                             actor_ref,
                         )
                         .await?;
-                    auth.forget_unknown_rp(&body_ref.id);
+                    auth.forget_unknown_rp(&id);
                     Ok(Answer::new(
                         StatusCode::CREATED,
                         serde_json::json!({ "id": body_ref.id }),
@@ -339,7 +340,11 @@ pub async fn rotate_rp_key(
                     check_jwk(&body_ref.jwk)?;
                     let position = auth
                         .identity
-                        .rotate_relying_party_key(id, body_ref.jwk.clone(), actor_ref)
+                        .rotate_relying_party_key(
+                            &parse_rp_id(id)?,
+                            body_ref.jwk.clone(),
+                            actor_ref,
+                        )
                         .await?;
                     Ok(Answer::empty(StatusCode::NO_CONTENT, Some(position)))
                 },
@@ -391,7 +396,7 @@ pub async fn rp_status(
                 move |_| async move {
                     let position = auth
                         .identity
-                        .set_relying_party_status(id, status, actor_ref)
+                        .set_relying_party_status(&parse_rp_id(id)?, status, actor_ref)
                         .await?;
                     Ok(Answer::empty(StatusCode::NO_CONTENT, Some(position)))
                 },
