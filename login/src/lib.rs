@@ -2,6 +2,10 @@
 //! token), challenges, PIN login and かざし login with JPKI user-authentication certificates,
 //! ID tokens and their keys, CRLs and renewal links.
 //!
+//! This crate is the identity-provider logic without HTTP (no actix-web): it returns typed
+//! errors with stable codes, and `mykey-api` (`api/src/auth/problem.rs`) is the one place they
+//! become problem+json. So the replay tool, Kafka consumers, the CLI and benchmarks can use it.
+//!
 //! Promises:
 //! - a refused attempt writes no business event (every check runs before the write model is
 //!   asked to change anything);

@@ -4,7 +4,7 @@
 //! replay tool and Kafka-mode consumers like every other read model: nothing here needs actix.
 //!
 //! The login hot path keeps an in-memory index in front of the write model
-//! (`login/src/cache.rs`); what may stay in that index when an event arrives is decided
+//! (`api/src/auth/cache.rs`); what may stay in that index when an event arrives is decided
 //! here, over typed events, by [`LoginIdentity::invalidation`] — so event types are named only
 //! in `schemas`, and the index and these tables follow the same facts.
 //!
