@@ -30,6 +30,8 @@ pub mod jws;
 pub mod keys;
 pub mod keywrap;
 mod login;
+#[cfg(test)]
+mod memory_identity;
 pub mod metrics;
 pub mod operators;
 pub mod ratelimit;
