@@ -10,7 +10,7 @@
 //! New subcommands (rebuild, report, relay, projector, ...) are new [`Command`] variants; say
 //! in [`Command::needs_database`] whether they need the event-log database.
 
-use crate::auth::identity::{RequestActor, RpStatus};
+use crate::auth::identity::{parse_rp_id, RequestActor, RpStatus};
 use crate::auth::jws::VerifyKey;
 use crate::auth::Auth;
 use crate::config::Settings;
@@ -300,14 +300,14 @@ pub async fn run_command(
         } => {
             let jwk = read_jwk(jwk)?;
             auth.identity
-                .register_relying_party(id, kind, code, name, jwk, &who)
+                .register_relying_party(&parse_rp_id(id)?, kind, code, name, jwk, &who)
                 .await?;
             serde_json::json!({ "registered": id })
         }
         Command::RotateRpKey { id, jwk } => {
             let jwk = read_jwk(jwk)?;
             auth.identity
-                .rotate_relying_party_key(id, jwk, &who)
+                .rotate_relying_party_key(&parse_rp_id(id)?, jwk, &who)
                 .await?;
             serde_json::json!({ "rotated": id })
         }
@@ -318,18 +318,26 @@ pub async fn run_command(
                 _ => RpStatus::Retired,
             };
             auth.identity
-                .set_relying_party_status(id, status, &who)
+                .set_relying_party_status(&parse_rp_id(id)?, status, &who)
                 .await?;
             serde_json::json!({ "relying_party": id, "status": format!("{status:?}") })
         }
         Command::LoadCrl { file } => {
             let der = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            serde_json::to_value(auth.load_crl(&der, &who).await.map_err(problem)?)?
+            serde_json::to_value(
+                auth.load_crl(&der, &who)
+                    .await
+                    .map_err(|e| problem(e.into()))?
+                    .0,
+            )?
         }
         Command::ImportRenewals { file } => {
             let csv =
                 std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let report = auth.import_renewals(&csv, &who).await.map_err(problem)?;
+            let (report, _) = auth
+                .import_renewals(&csv, &who)
+                .await
+                .map_err(|e| problem(e.into()))?;
             if !report.failed.is_empty() {
                 failed = Some(format!(
                     "{} renewal line(s) failed (see \"failed\" in the result)",
@@ -339,7 +347,10 @@ pub async fn run_command(
             serde_json::to_value(report)?
         }
         Command::RotateSigningKey => {
-            let kid = auth.rotate_signing_key().await.map_err(problem)?;
+            let kid = auth
+                .rotate_signing_key()
+                .await
+                .map_err(|e| problem(e.into()))?;
             serde_json::json!({ "kid": kid })
         }
         Command::NewOperatorToken { .. } | Command::NewKeyEncryptionKey { .. } => {

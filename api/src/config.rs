@@ -50,15 +50,7 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{name}={value:?} is not valid: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
-}
+pub use mykey_login::config::ConfigError;
 
 impl Settings {
     pub fn from_env() -> Result<Settings, ConfigError> {

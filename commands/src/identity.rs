@@ -11,6 +11,14 @@ use mykey_domain::subject::{ReleaseReason, Subject, SubjectCommand, SubjectState
 use mykey_domain::{Aggregate, DomainError, ErrorCode, Ppid, RelyingPartyId, SubjectId};
 use mykey_store::EventStore;
 
+/// A recorded renewal link: the subject both certificates belong to, and the global position
+/// of the link's last event (see [`Commands::link_renewal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalLinked {
+    pub subject: SubjectId,
+    pub position: u64,
+}
+
 /// The outcome of a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginResult {
@@ -137,6 +145,21 @@ impl<S: EventStore> Commands<S> {
         &self,
         certificates: &[CertificateRef],
     ) -> Result<Vec<CertificateState>, CommandError> {
+        Ok(self
+            .load_certificates_at(certificates)
+            .await?
+            .into_iter()
+            .map(|(state, _)| state)
+            .collect())
+    }
+
+    /// [`Commands::load_certificates`] with the global position of each certificate's last
+    /// event (0: no stream), so a caller that decides to write nothing can still answer a
+    /// position that reflects what it read.
+    pub async fn load_certificates_at(
+        &self,
+        certificates: &[CertificateRef],
+    ) -> Result<Vec<(CertificateState, u64)>, CommandError> {
         let streams = certificates
             .iter()
             .map(|c| stream_of::<Certificate>(c.stream_key()))
@@ -145,7 +168,10 @@ impl<S: EventStore> Commands<S> {
         streams
             .iter()
             .zip(&read)
-            .map(|(stream, events)| Ok(Self::fold::<Certificate>(stream, events, None)?.state))
+            .map(|(stream, events)| {
+                let loaded = Self::fold::<Certificate>(stream, events, None)?;
+                Ok((loaded.state, loaded.position))
+            })
             .collect()
     }
 
@@ -191,12 +217,16 @@ impl<S: EventStore> Commands<S> {
     /// Appends to the old certificate, the new certificate and the subject atomically.
     /// Refuses when `old` was never linked (`CERTIFICATE_NOT_LINKED`) or `new` is already
     /// linked to another subject (`CERTIFICATE_ALREADY_LINKED`). Repeating it is a no-op.
+    ///
+    /// Answers the position of the link's last event: this append's, the first append's for
+    /// a repeated command id, and for a no-op (already linked) the last position of the three
+    /// streams it decided on, as [`crate::Executed::position`] does.
     pub async fn link_renewal(
         &self,
         meta: &CommandMeta,
         old: &CertificateRef,
         new: &CertificateRef,
-    ) -> Result<SubjectId, CommandError> {
+    ) -> Result<RenewalLinked, CommandError> {
         let old_stream = stream_of::<Certificate>(old.stream_key())?;
         let new_stream = stream_of::<Certificate>(new.stream_key())?;
         if old_stream == new_stream {
@@ -207,77 +237,85 @@ impl<S: EventStore> Commands<S> {
             .into());
         }
         let (old_stream, new_stream) = (&old_stream, &new_stream);
-        self.with_retry(meta, None, || async move {
-            let (old_c, new_c) = self
-                .load_two::<Certificate, Certificate>(old_stream, new_stream)
-                .await?;
-            let subject_id = old_c.state.subject.ok_or_else(|| {
-                DomainError::new(
-                    ErrorCode::CERTIFICATE_NOT_LINKED,
-                    "the old certificate was never linked to a subject",
-                )
-            })?;
-            let subj = self
-                .load::<Subject>(&stream_of::<Subject>(subject_id)?, None)
-                .await?;
-            let (old_events, new_events, subject_events) = {
-                let ctx = self.context(meta, None);
-                (
-                    Certificate::decide(
-                        &old_c.state,
-                        CertificateCommand::RecordRenewal { new: new.clone() },
-                        &ctx,
-                    )?,
-                    Certificate::decide(
-                        &new_c.state,
-                        CertificateCommand::LinkFromRenewal {
-                            certificate: new.clone(),
-                            subject: subject_id,
-                            previous: old.clone(),
-                        },
-                        &ctx,
-                    )?,
-                    Subject::decide(
-                        &subj.state,
-                        SubjectCommand::AddRenewedCertificate {
-                            certificate: new.clone(),
-                        },
-                        &ctx,
-                    )?,
-                )
-            };
-            let streams = [
-                self.stream_append(&old_c, &old_events)?,
-                self.stream_append(&new_c, &new_events)?,
-                self.stream_append(&subj, &subject_events)?,
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            Ok((streams, subject_id))
+        let ((subject, read_position), written) = self
+            .with_retry_at(meta, None, || async move {
+                let (old_c, new_c) = self
+                    .load_two::<Certificate, Certificate>(old_stream, new_stream)
+                    .await?;
+                let subject_id = old_c.state.subject.ok_or_else(|| {
+                    DomainError::new(
+                        ErrorCode::CERTIFICATE_NOT_LINKED,
+                        "the old certificate was never linked to a subject",
+                    )
+                })?;
+                let subj = self
+                    .load::<Subject>(&stream_of::<Subject>(subject_id)?, None)
+                    .await?;
+                let (old_events, new_events, subject_events) = {
+                    let ctx = self.context(meta, None);
+                    (
+                        Certificate::decide(
+                            &old_c.state,
+                            CertificateCommand::RecordRenewal { new: new.clone() },
+                            &ctx,
+                        )?,
+                        Certificate::decide(
+                            &new_c.state,
+                            CertificateCommand::LinkFromRenewal {
+                                certificate: new.clone(),
+                                subject: subject_id,
+                                previous: old.clone(),
+                            },
+                            &ctx,
+                        )?,
+                        Subject::decide(
+                            &subj.state,
+                            SubjectCommand::AddRenewedCertificate {
+                                certificate: new.clone(),
+                            },
+                            &ctx,
+                        )?,
+                    )
+                };
+                let streams = [
+                    self.stream_append(&old_c, &old_events)?,
+                    self.stream_append(&new_c, &new_events)?,
+                    self.stream_append(&subj, &subject_events)?,
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let read = old_c.position.max(new_c.position).max(subj.position);
+                Ok((streams, (subject_id, read)))
+            })
+            .await?;
+        Ok(RenewalLinked {
+            subject,
+            position: written.unwrap_or(read_position),
         })
-        .await
     }
 
     /// Records that a certificate was found revoked (CRL/OCSP). Works for certificates never
     /// seen before, so a later login with them is refused. Refuses a second revocation
-    /// (`CERTIFICATE_ALREADY_REVOKED`).
+    /// (`CERTIFICATE_ALREADY_REVOKED`). Answers the position of the revocation event (the first
+    /// run's for a repeated command id).
     pub async fn mark_certificate_revoked(
         &self,
         meta: &CommandMeta,
         certificate: &CertificateRef,
         reason: &str,
-    ) -> Result<(), CommandError> {
-        self.execute::<Certificate>(
-            meta,
-            certificate.stream_key(),
-            CertificateCommand::Revoke {
-                certificate: certificate.clone(),
-                reason: reason.to_owned(),
-            },
-        )
-        .await?;
-        Ok(())
+    ) -> Result<u64, CommandError> {
+        Ok(self
+            .execute::<Certificate>(
+                meta,
+                certificate.stream_key(),
+                CertificateCommand::Revoke {
+                    certificate: certificate.clone(),
+                    reason: reason.to_owned(),
+                },
+            )
+            .await?
+            .position)
     }
 
     /// Revokes a PPID, by its relying party or its citizen (from `meta.role`). Appends to the

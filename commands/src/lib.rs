@@ -28,11 +28,11 @@
 //! cmds.load_certificate(&cert)                         -> Result<CertificateState, CommandError>
 //! cmds.active_ppid(subject, &rp_id)                    -> Result<Option<Ppid>, CommandError>
 //! cmds.load_subject(subject) / cmds.load_ppid(&ppid)
-//! cmds.link_renewal(&meta, &old_cert, &new_cert)       -> Result<SubjectId, CommandError>
-//! cmds.mark_certificate_revoked(&meta, &cert, reason)  -> Result<(), CommandError>
+//! cmds.link_renewal(&meta, &old_cert, &new_cert)       -> Result<RenewalLinked { subject, position }, _>
+//! cmds.mark_certificate_revoked(&meta, &cert, reason)  -> Result<u64 (position), CommandError>
 //! cmds.revoke_ppid(&meta, &ppid)                       -> Result<u64 (position), CommandError>
-//! cmds.register_relying_party(&meta, RegisterRelyingParty { .. }) -> Result<RelyingPartyState, _>
-//! cmds.rotate_relying_party_key(&meta, &rp_id, jwk)    -> Result<RelyingPartyState, _>
+//! cmds.register_relying_party(&meta, RegisterRelyingParty { .. }) -> Result<Executed<RelyingPartyState>, _>
+//! cmds.rotate_relying_party_key(&meta, &rp_id, jwk)    -> Result<Executed<RelyingPartyState>, _>
 //! cmds.suspend_relying_party(&meta, &rp_id, reason) / resume_relying_party / retire_relying_party
 //! cmds.load_relying_party(&rp_id)                      -> Result<Option<RelyingPartyState>, _>
 //! ```
@@ -76,7 +76,7 @@ use std::fmt;
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub use identity::LoginResult;
+pub use identity::{LoginResult, RenewalLinked};
 pub use mykey_domain::certificate::{CertificateRef, CertificateState};
 pub use mykey_domain::relying_party::{RelyingPartyState, RpKind, RpStatus};
 pub use mykey_domain::{DomainError, ErrorCode, Ppid, RelyingPartyId, Role, SubjectId};

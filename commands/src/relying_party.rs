@@ -1,6 +1,6 @@
 //! Relying party commands.
 
-use crate::{stream_of, CommandError, CommandMeta, Commands};
+use crate::{stream_of, CommandError, CommandMeta, Commands, Executed};
 use mykey_domain::relying_party::{RelyingParty, RelyingPartyCommand, RelyingPartyState, RpKind};
 use mykey_domain::{DomainError, ErrorCode, RelyingPartyId};
 use mykey_store::EventStore;
@@ -19,9 +19,19 @@ pub struct RegisterRelyingParty {
     pub public_jwk: Value,
 }
 
-fn registered(state: Option<RelyingPartyState>) -> Result<RelyingPartyState, CommandError> {
-    state.ok_or_else(|| {
-        DomainError::new(ErrorCode::RP_NOT_FOUND, "relying party is not registered").into()
+/// The party's state after a command, with the command's position (see [`Executed`]).
+fn registered(
+    e: Executed<Option<RelyingPartyState>>,
+) -> Result<Executed<RelyingPartyState>, CommandError> {
+    let state = e.state.ok_or_else(|| {
+        DomainError::new(ErrorCode::RP_NOT_FOUND, "relying party is not registered")
+    })?;
+    Ok(Executed {
+        state,
+        version: e.version,
+        position: e.position,
+        appended: e.appended,
+        deduplicated: e.deduplicated,
     })
 }
 
@@ -39,7 +49,7 @@ impl<S: EventStore> Commands<S> {
         &self,
         meta: &CommandMeta,
         r: RegisterRelyingParty,
-    ) -> Result<RelyingPartyState, CommandError> {
+    ) -> Result<Executed<RelyingPartyState>, CommandError> {
         let id = r.id.clone();
         registered(
             self.execute::<RelyingParty>(
@@ -53,8 +63,7 @@ impl<S: EventStore> Commands<S> {
                     public_jwk: r.public_jwk,
                 },
             )
-            .await?
-            .state,
+            .await?,
         )
     }
 
@@ -63,11 +72,10 @@ impl<S: EventStore> Commands<S> {
         meta: &CommandMeta,
         id: &RelyingPartyId,
         public_jwk: Value,
-    ) -> Result<RelyingPartyState, CommandError> {
+    ) -> Result<Executed<RelyingPartyState>, CommandError> {
         registered(
             self.execute::<RelyingParty>(meta, id, RelyingPartyCommand::RotateKey { public_jwk })
-                .await?
-                .state,
+                .await?,
         )
     }
 
@@ -76,12 +84,11 @@ impl<S: EventStore> Commands<S> {
         meta: &CommandMeta,
         id: &RelyingPartyId,
         reason: &str,
-    ) -> Result<RelyingPartyState, CommandError> {
+    ) -> Result<Executed<RelyingPartyState>, CommandError> {
         let reason = reason.to_owned();
         registered(
             self.execute::<RelyingParty>(meta, id, RelyingPartyCommand::Suspend { reason })
-                .await?
-                .state,
+                .await?,
         )
     }
 
@@ -89,11 +96,10 @@ impl<S: EventStore> Commands<S> {
         &self,
         meta: &CommandMeta,
         id: &RelyingPartyId,
-    ) -> Result<RelyingPartyState, CommandError> {
+    ) -> Result<Executed<RelyingPartyState>, CommandError> {
         registered(
             self.execute::<RelyingParty>(meta, id, RelyingPartyCommand::Resume)
-                .await?
-                .state,
+                .await?,
         )
     }
 
@@ -102,12 +108,11 @@ impl<S: EventStore> Commands<S> {
         meta: &CommandMeta,
         id: &RelyingPartyId,
         reason: &str,
-    ) -> Result<RelyingPartyState, CommandError> {
+    ) -> Result<Executed<RelyingPartyState>, CommandError> {
         let reason = reason.to_owned();
         registered(
             self.execute::<RelyingParty>(meta, id, RelyingPartyCommand::Retire { reason })
-                .await?
-                .state,
+                .await?,
         )
     }
 }

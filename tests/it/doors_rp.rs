@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 const ISSUER: &str = "https://mykey.test";
-const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
+pub(super) const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
 /// How long a test waits for the projections to apply what it wrote.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -50,7 +50,7 @@ pub(super) fn b64u(b: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-fn new_key() -> EcdsaKeyPair {
+pub(super) fn new_key() -> EcdsaKeyPair {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .unwrap_or_else(|e| panic!("{e}"));

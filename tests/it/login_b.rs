@@ -320,7 +320,7 @@ async fn a_crl_whose_load_commits_late_still_reaches_every_instance() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     // ... while CA B's CRL is loaded and committed at instance A, with a larger row id.
-    let quick = a
+    let (quick, _) = a
         .load_crl(&pki::crl(&p.ca_b, &[8], t0, 1), &operator_actor())
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
@@ -346,7 +346,7 @@ async fn a_crl_whose_load_commits_late_still_reaches_every_instance() {
     );
     let who = operator_actor();
     let (ra, rb) = tokio::join!(a.load_crl(&da, &who), b.load_crl(&db_, &who));
-    let (ra, rb) = (
+    let ((ra, _), (rb, _)) = (
         ra.unwrap_or_else(|e| panic!("{e:?}")),
         rb.unwrap_or_else(|e| panic!("{e:?}")),
     );

@@ -7,6 +7,7 @@ mod doors_citizen;
 mod doors_core;
 mod doors_fuzz;
 mod doors_operator;
+mod doors_operator_positions;
 mod doors_provider;
 mod doors_rp;
 mod kafka;

@@ -1,12 +1,14 @@
 //! Refusals of the login flows as problem+json: the HTTP face of their typed errors, made here
-//! and nowhere else in `auth`.
+//! and nowhere else (the login logic returns typed errors and knows nothing of HTTP).
 
 use super::challenge::ChallengeError;
-use super::client::ClientAuthError;
-use super::crl::RevocationError;
+use super::crl::{CrlError, RevocationError};
 use super::identity::IdentityError;
 use super::jpki::CertError;
-use super::login::LoginError;
+use super::ratelimit::Limited;
+use super::ClientAuthError;
+use super::LoginError;
+use super::{CrlLoadError, Refusal, RenewalImportError, RotationError, AUDIT_UNAVAILABLE};
 use crate::errors::Problem;
 use actix_web::http::StatusCode;
 
@@ -45,12 +47,16 @@ pub(super) fn challenge_problem(e: ChallengeError) -> Problem {
     problem(status, e.code(), "Challenge refused").with_detail(e.to_string())
 }
 
-pub(super) fn identity_problem(e: IdentityError) -> Problem {
-    match e {
-        IdentityError::Rejected { code, detail } => {
-            Problem::coded(&code, "Refused by the write model").with_detail(detail)
+/// The one conversion of a write-model refusal into problem+json: its status from the code
+/// table ([`crate::codes`]).
+impl From<IdentityError> for Problem {
+    fn from(e: IdentityError) -> Problem {
+        match e {
+            IdentityError::Rejected { code, detail } => {
+                Problem::coded(&code, "Refused by the write model").with_detail(detail)
+            }
+            IdentityError::Unavailable(d) => Problem::unavailable(d),
         }
-        IdentityError::Unavailable(d) => Problem::unavailable(d),
     }
 }
 
@@ -85,7 +91,7 @@ impl From<LoginError> for Problem {
                 problem(StatusCode::NOT_FOUND, "NOT_REGISTERED", "Not registered")
                     .with_detail(LoginError::NotRegistered.to_string())
             }
-            LoginError::Identity(e) => identity_problem(e),
+            LoginError::Identity(e) => e.into(),
             LoginError::Unavailable(d) => Problem::unavailable(d),
             LoginError::Signing => Problem::internal(),
         }
@@ -117,7 +123,7 @@ impl From<ClientAuthError> for Problem {
             }
             E::ClientSuspended => problem(StatusCode::FORBIDDEN, &code, "Relying party suspended"),
             E::ClientRetired => problem(StatusCode::FORBIDDEN, &code, "Relying party retired"),
-            E::Identity(e) => identity_problem(e),
+            E::Identity(e) => e.into(),
             E::Unavailable(d) => Problem::unavailable(d),
             E::Signing => Problem::internal(),
             E::AssertionAlgorithm
@@ -134,5 +140,58 @@ impl From<ClientAuthError> for Problem {
             | E::AccessTokenMissing
             | E::AccessTokenInvalid => unauthorized(&code, e.to_string()),
         }
+    }
+}
+
+/// A refused CRL load: the CRL's own faults are 400 (409 when not newer), the rest 503.
+impl From<CrlLoadError> for Problem {
+    fn from(e: CrlLoadError) -> Problem {
+        match e {
+            CrlLoadError::Refused(e) => {
+                let status = match e {
+                    CrlError::NotNewer => StatusCode::CONFLICT,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                problem(status, e.code(), "CRL refused").with_detail(e.to_string())
+            }
+            CrlLoadError::NotInstalled(e) => {
+                problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused")
+            }
+            CrlLoadError::Identity(e) => e.into(),
+            e @ CrlLoadError::NotStored => Problem::unavailable(e),
+        }
+    }
+}
+
+impl From<RenewalImportError> for Problem {
+    fn from(e: RenewalImportError) -> Problem {
+        match e {
+            RenewalImportError::TooLarge => Problem::body_too_large(),
+            RenewalImportError::Unavailable(d) => Problem::unavailable(d),
+        }
+    }
+}
+
+impl From<RotationError> for Problem {
+    fn from(e: RotationError) -> Problem {
+        Problem::unavailable(e)
+    }
+}
+
+/// The rate limiter's refusal (429 with `Retry-After`).
+impl From<Limited> for Problem {
+    fn from(l: Limited) -> Problem {
+        Problem::coded("RATE_LIMITED", "Too many failed attempts from this address")
+            .with_retry_after(l.retry_after_secs)
+    }
+}
+
+/// A route's problem as the audit trail records it.
+impl Refusal for Problem {
+    fn code(&self) -> &str {
+        &self.code
+    }
+    fn audit_unavailable() -> Problem {
+        Problem::unavailable(AUDIT_UNAVAILABLE)
     }
 }

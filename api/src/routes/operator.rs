@@ -13,7 +13,7 @@
 
 use super::oauth::ctx;
 use crate::auth::db::INVALID_VALUE;
-use crate::auth::identity::{RequestActor, RpStatus};
+use crate::auth::identity::{parse_rp_id, RequestActor, RpStatus};
 use crate::auth::{jws::VerifyKey, Auth, Ctx};
 use crate::codes::ApiCode;
 use crate::errors::Problem;
@@ -23,7 +23,6 @@ use crate::http::{attach_principal, Principal};
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
-use mykey_store::EventStore;
 use serde::{Deserialize, Serialize};
 
 /// A CRL body may be large (the national CRL); see [`crate::auth::crl::MAX_CRL_BYTES`].
@@ -106,12 +105,6 @@ fn audited_rp_id(raw: &str) -> String {
     }
 }
 
-/// The log head after a command: at or after the position it wrote, so a read with this
-/// `min_position` sees the command (the write model does not report its own position yet).
-async fn written_position(state: &AppState) -> Result<u64, Problem> {
-    state.store.head().await.map_err(Problem::unavailable)
-}
-
 /// Loads a CA's complete CRL.
 #[utoipa::path(post, path = "/v1/operator/crls", tag = "operator", security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "A UUID; a retry with the same key and request gets the first answer")),
@@ -137,13 +130,9 @@ pub async fn load_crl(
                 &actor.actor.id,
                 &body,
                 move |_| async move {
-                    let report = auth.load_crl(body_ref, actor_ref).await?;
+                    let (report, position) = auth.load_crl(body_ref, actor_ref).await?;
                     let report = serde_json::to_value(report).map_err(|_| Problem::internal())?;
-                    Ok(Answer::new(
-                        StatusCode::OK,
-                        report,
-                        Some(written_position(state).await?),
-                    ))
+                    Ok(Answer::new(StatusCode::OK, report, Some(position)))
                 },
             )
             .await
@@ -179,13 +168,9 @@ pub async fn import_renewals(
                 &actor.actor.id,
                 &body,
                 move |_| async move {
-                    let report = auth.import_renewals(text, actor_ref).await?;
+                    let (report, position) = auth.import_renewals(text, actor_ref).await?;
                     let report = serde_json::to_value(report).map_err(|_| Problem::internal())?;
-                    Ok(Answer::new(
-                        StatusCode::OK,
-                        report,
-                        Some(written_position(state).await?),
-                    ))
+                    Ok(Answer::new(StatusCode::OK, report, Some(position)))
                 },
             )
             .await
@@ -256,16 +241,6 @@ fn check_jwk(jwk: &serde_json::Value) -> Result<(), Problem> {
     })
 }
 
-/// A write-model refusal: its status from the code table ([`crate::codes`]).
-fn identity_problem(e: crate::auth::identity::IdentityError) -> Problem {
-    match e {
-        crate::auth::identity::IdentityError::Rejected { code, detail } => {
-            Problem::coded(&code, "Refused").with_detail(detail)
-        }
-        crate::auth::identity::IdentityError::Unavailable(d) => Problem::unavailable(d),
-    }
-}
-
 /// The request body as the idempotency check compares it (re-serialised, so whitespace and
 /// key order do not make two identical requests different).
 fn canonical<T: Serialize>(body: &T) -> Vec<u8> {
@@ -301,22 +276,23 @@ pub async fn register_rp(
                 &canonical(&*body),
                 move |_| async move {
                     check_jwk(&body_ref.jwk)?;
-                    auth.identity
+                    let id = parse_rp_id(&body_ref.id)?;
+                    let position = auth
+                        .identity
                         .register_relying_party(
-                            &body_ref.id,
+                            &id,
                             &body_ref.kind,
                             &body_ref.code,
                             &body_ref.name,
                             body_ref.jwk.clone(),
                             actor_ref,
                         )
-                        .await
-                        .map_err(identity_problem)?;
-                    auth.forget_unknown_rp(&body_ref.id);
+                        .await?;
+                    auth.forget_unknown_rp(&id);
                     Ok(Answer::new(
                         StatusCode::CREATED,
                         serde_json::json!({ "id": body_ref.id }),
-                        Some(written_position(state).await?),
+                        Some(position),
                     ))
                 },
             )
@@ -362,14 +338,15 @@ pub async fn rotate_rp_key(
                 &canonical(&*body),
                 move |_| async move {
                     check_jwk(&body_ref.jwk)?;
-                    auth.identity
-                        .rotate_relying_party_key(id, body_ref.jwk.clone(), actor_ref)
-                        .await
-                        .map_err(identity_problem)?;
-                    Ok(Answer::empty(
-                        StatusCode::NO_CONTENT,
-                        Some(written_position(state).await?),
-                    ))
+                    let position = auth
+                        .identity
+                        .rotate_relying_party_key(
+                            &parse_rp_id(id)?,
+                            body_ref.jwk.clone(),
+                            actor_ref,
+                        )
+                        .await?;
+                    Ok(Answer::empty(StatusCode::NO_CONTENT, Some(position)))
                 },
             )
             .await
@@ -417,14 +394,11 @@ pub async fn rp_status(
                 &actor.actor.id,
                 b"",
                 move |_| async move {
-                    auth.identity
-                        .set_relying_party_status(id, status, actor_ref)
-                        .await
-                        .map_err(identity_problem)?;
-                    Ok(Answer::empty(
-                        StatusCode::NO_CONTENT,
-                        Some(written_position(state).await?),
-                    ))
+                    let position = auth
+                        .identity
+                        .set_relying_party_status(&parse_rp_id(id)?, status, actor_ref)
+                        .await?;
+                    Ok(Answer::empty(StatusCode::NO_CONTENT, Some(position)))
                 },
             )
             .await

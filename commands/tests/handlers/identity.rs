@@ -176,7 +176,7 @@ async fn renewal_keeps_the_subject_and_its_ppids() {
         .link_renewal(&system(), &cert("10"), &cert("11"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s, old.subject);
+    assert_eq!(s.subject, old.subject);
     let new = cmds
         .register_login(&system(), &cert("11"), &rp)
         .await

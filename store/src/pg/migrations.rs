@@ -48,7 +48,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_runtime_role",
         sql: include_str!("../../migrations/0003_runtime_role.sql"),
     },
-    // 0100+: login/audit tables, owned by api/src/auth.
+    // 0100+: login/audit tables, owned by the login crate (login/src/db.rs).
     Migration {
         version: 100,
         name: "0100_auth",

@@ -1,5 +1,5 @@
 //! Login counters as `prometheus` collectors, registered into the [`prometheus::Registry`] of
-//! the [`crate::startup::Application`] they belong to (never the global default registry:
+//! the server application they belong to (`mykey-api`) (never the global default registry:
 //! tests run several servers in one process). `GET /metrics` gathers that registry.
 //!
 //! `mykey_crl_stale_refusals_total` is the alert: any increase means logins are being refused

@@ -210,15 +210,25 @@ impl KeyRing {
     }
 }
 
+/// Why a signing-key rotation failed (an operator or infrastructure matter, never the
+/// caller's request).
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The operator-supplied RSA key could not be read.
+    #[error("{0}")]
+    OperatorKey(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
 impl super::Auth {
     /// Rotates the token-signing key (operator endpoint and CLI): new tokens use a new key,
     /// the old one stays published until its last token has expired. Returns the new kid.
-    pub async fn rotate_signing_key(&self) -> Result<String, crate::errors::Problem> {
-        let rsa =
-            super::operator_rsa_key(&self.settings).map_err(crate::errors::Problem::unavailable)?;
-        self.keys
+    pub async fn rotate_signing_key(&self) -> Result<String, RotationError> {
+        let rsa = super::operator_rsa_key(&self.settings).map_err(RotationError::OperatorKey)?;
+        Ok(self
+            .keys
             .rotate(&self.db, self.settings.id_token_alg, rsa.as_deref())
-            .await
-            .map_err(crate::errors::Problem::unavailable)
+            .await?)
     }
 }

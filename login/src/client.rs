@@ -274,23 +274,23 @@ impl Auth {
     /// The RP, if it exists and is active. An id that is no valid RP id, or that the write
     /// model recently did not know, is answered without asking it (no event-store read).
     async fn active_rp(&self, rp_id: &str) -> Result<identity::RelyingParty, ClientAuthError> {
-        if mykey_domain::RelyingPartyId::parse(rp_id).is_err() {
+        let Ok(rp_id) = identity::RelyingPartyId::parse(rp_id) else {
             return Err(ClientAuthError::ClientUnknown);
-        }
+        };
         let now_ms = self.settings.clock.now_ms();
         if self
             .unknown_rps
-            .get(rp_id)
+            .get(&rp_id)
             .is_some_and(|until| *until > now_ms)
         {
             return Err(ClientAuthError::ClientUnknown);
         }
         self.metrics.rp_lookups.inc();
-        let found = self.identity.relying_party(rp_id).await?;
+        let found = self.identity.relying_party(&rp_id).await?;
         let Some(rp) = found else {
             if self.unknown_rps.len() < MAX_NEGATIVE_RPS {
                 self.unknown_rps
-                    .insert(rp_id.to_owned(), now_ms + NEGATIVE_RP_CACHE_MS);
+                    .insert(rp_id, now_ms + NEGATIVE_RP_CACHE_MS);
             }
             return Err(ClientAuthError::ClientUnknown);
         };
@@ -302,7 +302,7 @@ impl Auth {
     }
 
     /// Forgets that `rp_id` was unknown (it was just registered here).
-    pub fn forget_unknown_rp(&self, rp_id: &str) {
+    pub fn forget_unknown_rp(&self, rp_id: &identity::RelyingPartyId) {
         self.unknown_rps.remove(rp_id);
     }
 

@@ -2,21 +2,27 @@
 //! certificates and PPIDs live in the event log (commands crate); login only asks these
 //! questions and issues these commands.
 //!
-//! [`MemoryIdentity`] keeps the same rules in memory for unit tests of the HTTP layer.
+//! `MemoryIdentity` (`memory_identity.rs`, tests only) keeps the same rules in memory.
 
 use async_trait::async_trait;
-#[cfg(test)]
-use std::collections::HashMap;
-#[cfg(test)]
-use std::sync::Mutex;
 use uuid::Uuid;
 
 pub use mykey_domain::certificate::CertificateRef;
 pub use mykey_domain::relying_party::RpStatus;
+pub use mykey_domain::RelyingPartyId;
+
+#[cfg(test)]
+pub use crate::memory_identity::MemoryIdentity;
+
+/// A relying-party id from a caller, parsed once at the boundary: an invalid one is the write
+/// model's refusal (`INVALID_INPUT`, 400), as if it had been asked.
+pub fn parse_rp_id(raw: &str) -> Result<RelyingPartyId, IdentityError> {
+    RelyingPartyId::parse(raw).map_err(|d| IdentityError::rejected(d.code(), d.message))
+}
 
 #[derive(Debug, Clone)]
 pub struct RelyingParty {
-    pub id: String,
+    pub id: RelyingPartyId,
     pub status: RpStatus,
     /// The RP's public JWK, used to verify its client assertions.
     pub jwk: serde_json::Value,
@@ -24,6 +30,15 @@ pub struct RelyingParty {
 
 /// CRL entries checked against the log per read: one query each.
 pub const CRL_CHECK_CHUNK: usize = 1_000;
+
+/// What a CRL chunk's check wrote: how many revocation events, and the global position that
+/// reflects them (the last one written; when none was, the last position of the known
+/// certificates' streams read, 0 when it knows none of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MarkedRevoked {
+    pub written: usize,
+    pub position: u64,
+}
 
 /// Who is acting (the domain's [`mykey_domain::Actor`]: id and role) in which request, for
 /// event metadata.
@@ -73,14 +88,17 @@ impl IdentityError {
 
 #[async_trait]
 pub trait Identity: Send + Sync + std::fmt::Debug {
-    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError>;
+    async fn relying_party(
+        &self,
+        rp_id: &RelyingPartyId,
+    ) -> Result<Option<RelyingParty>, IdentityError>;
 
     /// PIN login: find or create the subject of `cert` (following renewal links), then find
     /// the active PPID for (subject, RP) or issue one. Returns the PPID.
     async fn register_login(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         actor: &RequestActor,
     ) -> Result<String, IdentityError>;
 
@@ -88,251 +106,53 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
     async fn active_ppid(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
     ) -> Result<Option<String>, IdentityError>;
 
-    /// Renewal: `new_serial` belongs to the same subject as `old_serial`.
+    /// Renewal: `new_serial` belongs to the same subject as `old_serial`. Returns the global
+    /// position of the link (its last event; a repeat answers the existing link's).
     async fn link_renewal(
         &self,
         issuer: &str,
         old_serial: &str,
         new_serial: &str,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 
     /// Marks revoked those of `certs` the platform knows and has not marked yet (a CRL's
-    /// entries, at most [`CRL_CHECK_CHUNK`] at a time). Returns how many events were written.
+    /// entries, at most [`CRL_CHECK_CHUNK`] at a time).
     async fn mark_certificates_revoked(
         &self,
         certs: &[CertificateRef],
         actor: &RequestActor,
-    ) -> Result<usize, IdentityError>;
+    ) -> Result<MarkedRevoked, IdentityError>;
+
+    // The relying-party commands return the global position of the event they wrote (the
+    // first run's for a repeated command id; for a no-op, the party's last event).
 
     async fn register_relying_party(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         kind: &str,
         code: &str,
         name: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 
     async fn rotate_relying_party_key(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
+    ) -> Result<u64, IdentityError>;
 
     async fn set_relying_party_status(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         status: RpStatus,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError>;
-}
-
-/// In-memory rules of the write model, for the cache's unit tests.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub struct MemoryIdentity {
-    inner: Mutex<Mem>,
-}
-
-#[cfg(test)]
-#[derive(Debug, Default)]
-struct Mem {
-    rps: HashMap<String, RelyingParty>,
-    /// certificate → subject
-    subjects: HashMap<CertificateRef, Uuid>,
-    /// renewal: new certificate → old certificate
-    renewed_from: HashMap<CertificateRef, CertificateRef>,
-    revoked: std::collections::HashSet<CertificateRef>,
-    ppids: HashMap<(Uuid, String), String>,
-    /// Events "written", for tests asserting that refusals write nothing.
-    pub events: usize,
-}
-
-#[cfg(test)]
-impl MemoryIdentity {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn event_count(&self) -> usize {
-        self.lock().events
-    }
-
-    /// An operator data patch invalidating a PPID.
-    pub fn invalidate_ppid(&self, ppid: &str) {
-        let mut m = self.lock();
-        m.ppids.retain(|_, p| p != ppid);
-        m.events += 1;
-    }
-}
-
-#[cfg(test)]
-impl Mem {
-    fn subject_of(&self, cert: &CertificateRef) -> Option<Uuid> {
-        let mut c = cert.clone();
-        // Bounded walk: a renewal chain is a handful of links over a lifetime.
-        for _ in 0..32 {
-            if let Some(s) = self.subjects.get(&c) {
-                return Some(*s);
-            }
-            c = self.renewed_from.get(&c)?.clone();
-        }
-        None
-    }
-}
-
-#[cfg(test)]
-#[async_trait]
-impl Identity for MemoryIdentity {
-    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError> {
-        Ok(self.lock().rps.get(rp_id).cloned())
-    }
-
-    async fn register_login(
-        &self,
-        cert: &CertificateRef,
-        rp_id: &str,
-        _: &RequestActor,
-    ) -> Result<String, IdentityError> {
-        let mut m = self.lock();
-        if m.revoked.contains(cert) {
-            return Err(IdentityError::rejected(
-                "CERTIFICATE_REVOKED",
-                "certificate revoked",
-            ));
-        }
-        let subject = match m.subject_of(cert) {
-            Some(s) => s,
-            None => {
-                let s = Uuid::new_v4();
-                m.subjects.insert(cert.clone(), s);
-                m.events += 1;
-                s
-            }
-        };
-        if let Some(p) = m.ppids.get(&(subject, rp_id.to_owned())) {
-            return Ok(p.clone());
-        }
-        let ppid = Uuid::new_v4().simple().to_string();
-        m.ppids.insert((subject, rp_id.to_owned()), ppid.clone());
-        m.events += 1;
-        Ok(ppid)
-    }
-
-    async fn active_ppid(
-        &self,
-        cert: &CertificateRef,
-        rp_id: &str,
-    ) -> Result<Option<String>, IdentityError> {
-        let m = self.lock();
-        if m.revoked.contains(cert) {
-            return Err(IdentityError::rejected(
-                "CERTIFICATE_REVOKED",
-                "certificate revoked",
-            ));
-        }
-        Ok(m.subject_of(cert)
-            .and_then(|s| m.ppids.get(&(s, rp_id.to_owned())).cloned()))
-    }
-
-    async fn link_renewal(
-        &self,
-        issuer: &str,
-        old: &str,
-        new: &str,
-        _: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        let mut m = self.lock();
-        let (old, new) = (cert_ref(issuer, old)?, cert_ref(issuer, new)?);
-        if m.subject_of(&old).is_none() {
-            return Err(IdentityError::rejected(
-                "CERTIFICATE_UNKNOWN",
-                "old certificate unknown",
-            ));
-        }
-        m.renewed_from.insert(new, old);
-        m.events += 1;
-        Ok(())
-    }
-
-    async fn mark_certificates_revoked(
-        &self,
-        certs: &[CertificateRef],
-        _: &RequestActor,
-    ) -> Result<usize, IdentityError> {
-        let mut m = self.lock();
-        let mut written = 0;
-        for cert in certs {
-            if m.subject_of(cert).is_some() && m.revoked.insert(cert.clone()) {
-                m.events += 1;
-                written += 1;
-            }
-        }
-        Ok(written)
-    }
-
-    async fn register_relying_party(
-        &self,
-        rp_id: &str,
-        _kind: &str,
-        _code: &str,
-        _name: &str,
-        jwk: serde_json::Value,
-        _: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        let mut m = self.lock();
-        if m.rps.contains_key(rp_id) {
-            return Err(IdentityError::rejected("RELYING_PARTY_EXISTS", rp_id));
-        }
-        m.rps.insert(
-            rp_id.to_owned(),
-            RelyingParty {
-                id: rp_id.to_owned(),
-                status: RpStatus::Active,
-                jwk,
-            },
-        );
-        m.events += 1;
-        Ok(())
-    }
-
-    async fn rotate_relying_party_key(
-        &self,
-        rp_id: &str,
-        jwk: serde_json::Value,
-        _: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        let mut m = self.lock();
-        let rp = m
-            .rps
-            .get_mut(rp_id)
-            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
-        rp.jwk = jwk;
-        m.events += 1;
-        Ok(())
-    }
-
-    async fn set_relying_party_status(
-        &self,
-        rp_id: &str,
-        status: RpStatus,
-        _: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        let mut m = self.lock();
-        let rp = m
-            .rps
-            .get_mut(rp_id)
-            .ok_or_else(|| IdentityError::rejected("RELYING_PARTY_UNKNOWN", rp_id))?;
-        rp.status = status;
-        m.events += 1;
-        Ok(())
-    }
+    ) -> Result<u64, IdentityError>;
 }
 
 /// The identity the server uses: the command handlers over the event store.
@@ -420,13 +240,8 @@ where
     }
 }
 
-fn cert_ref(issuer: &str, serial: &str) -> Result<CertificateRef, IdentityError> {
+pub(crate) fn cert_ref(issuer: &str, serial: &str) -> Result<CertificateRef, IdentityError> {
     CertificateRef::new(issuer, serial).map_err(|d| IdentityError::rejected(d.code(), d.message))
-}
-
-fn rp_id(raw: &str) -> Result<mykey_domain::RelyingPartyId, IdentityError> {
-    mykey_domain::RelyingPartyId::parse(raw)
-        .map_err(|d| IdentityError::rejected(d.code(), d.message))
 }
 
 fn meta(actor: &RequestActor) -> mykey_commands::CommandMeta {
@@ -463,13 +278,13 @@ pub fn parse_kind(kind: &str) -> Result<mykey_commands::RpKind, IdentityError> {
 
 #[async_trait]
 impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
-    async fn relying_party(&self, id: &str) -> Result<Option<RelyingParty>, IdentityError> {
-        let Ok(id) = mykey_domain::RelyingPartyId::parse(id) else {
-            return Ok(None);
-        };
-        let rp = self.cmds.load_relying_party(&id).await.map_err(cmd_err)?;
+    async fn relying_party(
+        &self,
+        id: &RelyingPartyId,
+    ) -> Result<Option<RelyingParty>, IdentityError> {
+        let rp = self.cmds.load_relying_party(id).await.map_err(cmd_err)?;
         Ok(rp.map(|rp| RelyingParty {
-            id: rp.id.to_string(),
+            id: rp.id,
             status: rp.status,
             jwk: rp.public_jwk,
         }))
@@ -478,12 +293,11 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
     async fn register_login(
         &self,
         cert: &CertificateRef,
-        rp: &str,
+        rp: &RelyingPartyId,
         actor: &RequestActor,
     ) -> Result<String, IdentityError> {
-        let rp = rp_id(rp)?;
         let m = meta(actor);
-        let r = retry_contention(|| self.cmds.register_login(&m, cert, &rp))
+        let r = retry_contention(|| self.cmds.register_login(&m, cert, rp))
             .await
             .map_err(cmd_err)?;
         Ok(r.ppid.to_string())
@@ -492,9 +306,8 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
     async fn active_ppid(
         &self,
         cert: &CertificateRef,
-        rp: &str,
+        rp: &RelyingPartyId,
     ) -> Result<Option<String>, IdentityError> {
-        let rp = rp_id(rp)?;
         let state = self.cmds.load_certificate(cert).await.map_err(cmd_err)?;
         if state.revoked {
             return Err(IdentityError::rejected(
@@ -507,7 +320,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
             Some(s) => s,
             None => return Ok(None),
         };
-        let ppid = self.cmds.active_ppid(subject, &rp).await.map_err(cmd_err)?;
+        let ppid = self.cmds.active_ppid(subject, rp).await.map_err(cmd_err)?;
         Ok(ppid.map(|p| p.to_string()))
     }
 
@@ -517,27 +330,37 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
         old: &str,
         new: &str,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let old = cert_ref(issuer, old)?;
         let new = cert_ref(issuer, new)?;
-        self.cmds
+        let linked = self
+            .cmds
             .link_renewal(&meta(actor), &old, &new)
             .await
             .map_err(cmd_err)?;
-        Ok(())
+        Ok(linked.position)
     }
 
     async fn mark_certificates_revoked(
         &self,
         certs: &[CertificateRef],
         actor: &RequestActor,
-    ) -> Result<usize, IdentityError> {
-        let states = self.cmds.load_certificates(certs).await.map_err(cmd_err)?;
-        let mut written = 0;
+    ) -> Result<MarkedRevoked, IdentityError> {
+        let states = self
+            .cmds
+            .load_certificates_at(certs)
+            .await
+            .map_err(cmd_err)?;
+        let mut marked = MarkedRevoked::default();
         // Only certificates the platform knows get an event: the national CRL lists millions
         // of certificates that never logged in here.
-        for (c, state) in certs.iter().zip(states) {
-            if state.subject.is_none() || state.revoked {
+        for (c, (state, read_at)) in certs.iter().zip(states) {
+            if state.subject.is_none() {
+                continue;
+            }
+            if state.revoked {
+                // Marked before: its stream's last event is at or after that revocation.
+                marked.position = marked.position.max(read_at);
                 continue;
             }
             match self
@@ -545,73 +368,86 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
                 .mark_certificate_revoked(&meta(actor), c, "listed on the CA's CRL")
                 .await
             {
-                Ok(()) => written += 1,
-                // Marked meanwhile by another instance loading the same CRL.
-                Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => {}
+                Ok(position) => {
+                    marked.written += 1;
+                    marked.position = marked.position.max(position);
+                }
+                // Marked meanwhile by another instance loading the same CRL: that event is
+                // after what was read, so re-read its position.
+                Err(e) if e.code() == "CERTIFICATE_ALREADY_REVOKED" => {
+                    let again = self
+                        .cmds
+                        .load_certificates_at(std::slice::from_ref(c))
+                        .await
+                        .map_err(cmd_err)?;
+                    let at = again.first().map_or(read_at, |(_, p)| *p);
+                    marked.position = marked.position.max(at);
+                }
                 Err(e) => return Err(cmd_err(e)),
             }
         }
-        Ok(written)
+        Ok(marked)
     }
 
     async fn register_relying_party(
         &self,
-        id: &str,
+        id: &RelyingPartyId,
         kind: &str,
         code: &str,
         name: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         let r = mykey_commands::RegisterRelyingParty {
-            id: rp_id(id)?,
+            id: id.clone(),
             code: code.to_owned(),
             name: name.to_owned(),
             kind: parse_kind(kind)?,
             public_jwk: jwk,
         };
-        self.cmds
+        let done = self
+            .cmds
             .register_relying_party(&meta(actor), r)
             .await
             .map_err(cmd_err)?;
-        Ok(())
+        Ok(done.position)
     }
 
     async fn rotate_relying_party_key(
         &self,
-        id: &str,
+        id: &RelyingPartyId,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        self.cmds
-            .rotate_relying_party_key(&meta(actor), &rp_id(id)?, jwk)
+    ) -> Result<u64, IdentityError> {
+        let done = self
+            .cmds
+            .rotate_relying_party_key(&meta(actor), id, jwk)
             .await
             .map_err(cmd_err)?;
-        Ok(())
+        Ok(done.position)
     }
 
     async fn set_relying_party_status(
         &self,
-        id: &str,
+        id: &RelyingPartyId,
         status: RpStatus,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
-        let (id, m) = (rp_id(id)?, meta(actor));
+    ) -> Result<u64, IdentityError> {
+        let m = meta(actor);
         let r = match status {
             RpStatus::Suspended => {
                 self.cmds
-                    .suspend_relying_party(&m, &id, "suspended by operator")
+                    .suspend_relying_party(&m, id, "suspended by operator")
                     .await
             }
-            RpStatus::Active => self.cmds.resume_relying_party(&m, &id).await,
+            RpStatus::Active => self.cmds.resume_relying_party(&m, id).await,
             RpStatus::Retired => {
                 self.cmds
-                    .retire_relying_party(&m, &id, "retired by operator")
+                    .retire_relying_party(&m, id, "retired by operator")
                     .await
             }
         };
-        r.map_err(cmd_err)?;
-        Ok(())
+        Ok(r.map_err(cmd_err)?.position)
     }
 }
 

@@ -53,16 +53,14 @@ impl Auth {
 
     /// Before any work on an endpoint open to unauthenticated callers: 429 when the caller's
     /// address has failed too often (see [`ratelimit`]). Costs no database work.
-    pub fn admit(&self, ctx: &Ctx, endpoint: &'static str) -> Result<(), Problem> {
+    pub fn admit(&self, ctx: &Ctx, endpoint: &'static str) -> Result<(), ratelimit::Limited> {
         self.limiter
             .check(ctx.peer, self.settings.clock.now_ms())
-            .map_err(|l| {
+            .inspect_err(|_| {
                 self.metrics
                     .rate_limited
                     .with_label_values(&[endpoint])
                     .inc();
-                Problem::coded("RATE_LIMITED", "Too many failed attempts from this address")
-                    .with_retry_after(l.retry_after_secs)
             })
     }
 
@@ -120,15 +118,6 @@ pub trait Refusal {
     fn audit_unavailable() -> Self;
 }
 
-impl Refusal for Problem {
-    fn code(&self) -> &str {
-        &self.code
-    }
-    fn audit_unavailable() -> Problem {
-        Problem::unavailable(AUDIT_UNAVAILABLE)
-    }
-}
-
 impl Refusal for LoginError {
     fn code(&self) -> &str {
         LoginError::code(self)
@@ -147,4 +136,5 @@ impl Refusal for ClientAuthError {
     }
 }
 
-const AUDIT_UNAVAILABLE: &str = "audit trail unavailable";
+/// Why a successful attempt is refused when its audit row could not be written.
+pub const AUDIT_UNAVAILABLE: &str = "audit trail unavailable";

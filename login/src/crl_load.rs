@@ -2,10 +2,25 @@
 
 use super::crl::{self, CrlError};
 use super::identity::{self, CertificateRef, IdentityError, RequestActor};
-use super::{db, identity_problem, problem, rfc3339, Auth, CrlReport};
-use crate::errors::Problem;
-use actix_web::http::StatusCode;
+use super::{db, rfc3339, Auth, CrlReport};
 use std::sync::Arc;
+
+/// Why an operator's CRL load failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlLoadError {
+    /// The CRL does not verify or parse, or is not newer than the one installed.
+    #[error(transparent)]
+    Refused(#[from] CrlError),
+    /// Stored, but the CRL set would not take it (its message stays in the log).
+    #[error("the CRL was stored but not installed: {0}")]
+    NotInstalled(CrlError),
+    /// Marking its certificates revoked failed.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The database did not store it; the database's message is logged, never answered.
+    #[error("the CRL could not be stored; retry")]
+    NotStored,
+}
 
 /// A CRL load logs its progress every this many entries (a national CRL takes a while).
 const CRL_PROGRESS_EVERY: usize = 100_000;
@@ -13,22 +28,24 @@ const CRL_PROGRESS_EVERY: usize = 100_000;
 impl Auth {
     /// Verifies a CRL, marks the platform's known certificates on it revoked (one
     /// CertificateRevoked event each, only the first time), then stores and installs it.
-    pub async fn load_crl(&self, der: &[u8], actor: &RequestActor) -> Result<CrlReport, Problem> {
-        let crl = crl::parse_crl_blocking(Arc::new(der.to_vec()), self.anchors.clone())
-            .await
-            .map_err(|e| {
-                problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused").with_detail(e.to_string())
-            })?;
+    ///
+    /// Also answers the global position that reflects the marking: the last revocation
+    /// written (or, for certificates already marked, their last event; 0 when the CRL lists
+    /// no certificate the platform knows).
+    pub async fn load_crl(
+        &self,
+        der: &[u8],
+        actor: &RequestActor,
+    ) -> Result<(CrlReport, u64), CrlLoadError> {
+        let crl = crl::parse_crl_blocking(Arc::new(der.to_vec()), self.anchors.clone()).await?;
         if let Some(current) = self.crls.get(&crl.ca_key_id) {
             if current.this_update >= crl.this_update {
-                let e = CrlError::NotNewer;
-                return Err(problem(StatusCode::CONFLICT, e.code(), "CRL refused")
-                    .with_detail(e.to_string()));
+                return Err(CrlError::NotNewer.into());
             }
         }
         // Known certificates are marked before the CRL is stored: a load that fails half-way
         // stores nothing, so repeating it (not refused as "not newer") finishes the marking.
-        let mut known = 0;
+        let (mut known, mut position) = (0, 0);
         let serials: Vec<&String> = crl.revoked.iter().collect();
         let started = std::time::Instant::now();
         for (i, chunk) in serials.chunks(identity::CRL_CHECK_CHUNK).enumerate() {
@@ -38,13 +55,13 @@ impl Auth {
                     CertificateRef::new(&crl.issuer, serial)
                         .map_err(|d| IdentityError::rejected(d.code(), d.message))
                 })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(identity_problem)?;
-            known += self
+                .collect::<Result<Vec<_>, _>>()?;
+            let marked = self
                 .identity
                 .mark_certificates_revoked(&certs, actor)
-                .await
-                .map_err(identity_problem)?;
+                .await?;
+            known += marked.written;
+            position = position.max(marked.position);
             let checked = i * identity::CRL_CHECK_CHUNK + chunk.len();
             if checked % CRL_PROGRESS_EVERY < chunk.len() || checked == serials.len() {
                 tracing::info!(
@@ -63,7 +80,7 @@ impl Auth {
             .map_err(|e| {
                 // The database's message stays in the log, never in an answer.
                 tracing::error!("storing a CRL failed: {e}");
-                Problem::unavailable("the CRL could not be stored; retry")
+                CrlLoadError::NotStored
             })?;
         let report = CrlReport {
             ca_key_id: crl.ca_key_id.clone(),
@@ -75,9 +92,9 @@ impl Auth {
         };
         match self.crls.install(crl) {
             Ok(()) | Err(CrlError::NotNewer) => {}
-            Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.code(), "CRL refused")),
+            Err(e) => return Err(CrlLoadError::NotInstalled(e)),
         }
-        Ok(report)
+        Ok((report, position))
     }
 
     /// Installs the newest stored CRL of each CA key when it is newer than the installed one

@@ -189,11 +189,11 @@ pub struct TrustAnchors {
 const SHIPPED: &[(&str, &str)] = &[
     (
         "jpki-user-auth-ca-2015.pem",
-        include_str!("../../trust/jpki/jpki-user-auth-ca-2015.pem"),
+        include_str!("../trust/jpki/jpki-user-auth-ca-2015.pem"),
     ),
     (
         "jpki-user-auth-ca-2023.pem",
-        include_str!("../../trust/jpki/jpki-user-auth-ca-2023.pem"),
+        include_str!("../trust/jpki/jpki-user-auth-ca-2023.pem"),
     ),
 ];
 

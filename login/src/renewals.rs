@@ -2,7 +2,16 @@
 
 use super::identity::{IdentityError, RequestActor};
 use super::{dn, jpki, Auth, RenewalFailure, RenewalReport, MAX_RENEWAL_CSV_BYTES};
-use crate::errors::Problem;
+
+/// Why a renewal import stopped (a bad line is no error: it is reported in the result).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewalImportError {
+    #[error("the renewal file is larger than {MAX_RENEWAL_CSV_BYTES} bytes")]
+    TooLarge,
+    /// The write model failed; lines before this one may be linked (repeating is safe).
+    #[error("{0}")]
+    Unavailable(String),
+}
 
 impl Auth {
     /// Imports renewal links from CSV lines `issuer,old serial,new serial` (RFC 4180 quoting;
@@ -10,18 +19,22 @@ impl Auth {
     /// any form [`dn::Name::parse`] accepts (RFC 4514 as `openssl x509 -issuer -nameopt
     /// RFC2253` prints it, OpenSSL's default one-line form, or the server's own), compared as
     /// a name with each trust anchor's subject; serials are hex.
+    ///
+    /// Also answers the last global position the links wrote (a line already linked counts
+    /// with its existing link's position; 0 when no line linked).
     pub async fn import_renewals(
         &self,
         csv: &str,
         actor: &RequestActor,
-    ) -> Result<RenewalReport, Problem> {
+    ) -> Result<(RenewalReport, u64), RenewalImportError> {
         if csv.len() > MAX_RENEWAL_CSV_BYTES {
-            return Err(Problem::body_too_large());
+            return Err(RenewalImportError::TooLarge);
         }
         let mut report = RenewalReport {
             linked: 0,
             failed: Vec::new(),
         };
+        let mut position = 0;
         let anchor_names: Vec<(dn::Name, String)> = self
             .anchors
             .iter()
@@ -76,7 +89,10 @@ impl Auth {
                 }
             };
             match self.identity.link_renewal(issuer, &old, &new, actor).await {
-                Ok(()) => report.linked += 1,
+                Ok(at) => {
+                    report.linked += 1;
+                    position = position.max(at);
+                }
                 Err(IdentityError::Rejected { code, detail }) => {
                     report.failed.push(RenewalFailure {
                         line: line_no,
@@ -84,10 +100,12 @@ impl Auth {
                         detail,
                     })
                 }
-                Err(IdentityError::Unavailable(d)) => return Err(Problem::unavailable(d)),
+                Err(IdentityError::Unavailable(d)) => {
+                    return Err(RenewalImportError::Unavailable(d))
+                }
             }
         }
-        Ok(report)
+        Ok((report, position))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Challenges and the two citizen-card logins (PIN and かざし): certificate checks, the
 //! write model's PPID, the ID token.
 
-use super::identity::{CertificateRef, RequestActor};
+use super::identity::{parse_rp_id, CertificateRef, RelyingPartyId, RequestActor};
 use super::*;
 
 /// Why a login (PIN or かざし) was refused. Each has a stable code ([`LoginError::code`]); the
@@ -49,18 +49,16 @@ impl LoginError {
     }
 }
 
-/// The relying party `rp_id` acting in the request `ctx`.
-fn relying_party_actor(rp_id: &str, ctx: &Ctx) -> Result<RequestActor, LoginError> {
-    let rp = mykey_domain::RelyingPartyId::parse(rp_id)
-        .map_err(|d| IdentityError::rejected(d.code(), d.message))?;
-    Ok(RequestActor {
+/// The relying party `rp` acting in the request `ctx`.
+fn relying_party_actor(rp: &RelyingPartyId, ctx: &Ctx) -> RequestActor {
+    RequestActor {
         actor: mykey_domain::Actor {
-            id: rp_id.to_owned(),
-            role: mykey_domain::Role::RelyingParty(rp),
+            id: rp.to_string(),
+            role: mykey_domain::Role::RelyingParty(rp.clone()),
         },
         correlation_id: ctx.correlation_id,
         client_addr: ctx.client_addr.clone(),
-    })
+    }
 }
 
 /// The write model's name of a verified certificate.
@@ -242,10 +240,12 @@ impl Auth {
         if !cert.verify_signature(&nonce, &signature) {
             return Err(LoginError::SignatureInvalid);
         }
-        let actor = relying_party_actor(rp_id, ctx)?;
+        // The id of an authenticated RP (its access token's subject), parsed once here.
+        let rp = parse_rp_id(rp_id)?;
+        let actor = relying_party_actor(&rp, ctx);
         let ppid = self
             .identity
-            .register_login(&certificate_ref(&cert)?, rp_id, &actor)
+            .register_login(&certificate_ref(&cert)?, &rp, &actor)
             .await?;
         let (id_token, exp) = self.id_token(rp_id, &ppid, ACR_PIN)?;
         Ok(LoginResponse {
@@ -271,7 +271,7 @@ impl Auth {
             let cert = self.check_certificate(&der, &fp)?;
             let ppid = self
                 .identity
-                .active_ppid(&certificate_ref(&cert)?, rp_id)
+                .active_ppid(&certificate_ref(&cert)?, &parse_rp_id(rp_id)?)
                 .await?
                 .ok_or(LoginError::NotRegistered)?;
             let (id_token, exp) = self.id_token(rp_id, &ppid, ACR_KAZASHI)?;

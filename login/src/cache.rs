@@ -14,7 +14,8 @@
 //! An event of those categories that does not decode clears both maps (never a stale answer).
 
 use super::identity::{
-    CertificateRef, Identity, IdentityError, RelyingParty, RequestActor, RpStatus,
+    CertificateRef, Identity, IdentityError, MarkedRevoked, RelyingParty, RelyingPartyId,
+    RequestActor, RpStatus,
 };
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -56,8 +57,8 @@ pub struct CachedIdentity<I, S> {
     synced_as_of: std::sync::Mutex<Option<Instant>>,
     /// Bumped by every clear; loads insert only if it did not move.
     epoch: AtomicU64,
-    rps: DashMap<String, RelyingParty>,
-    ppids: DashMap<(CertificateRef, String), String>,
+    rps: DashMap<RelyingPartyId, RelyingParty>,
+    ppids: DashMap<(CertificateRef, RelyingPartyId), String>,
 }
 
 impl<I, S> std::fmt::Debug for CachedIdentity<I, S> {
@@ -161,7 +162,7 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
             .is_some_and(|started| started >= t)
     }
 
-    fn insert_ppid(&self, epoch: u64, key: (CertificateRef, String), ppid: String) {
+    fn insert_ppid(&self, epoch: u64, key: (CertificateRef, RelyingPartyId), ppid: String) {
         if self.ppids.len() >= MAX_CACHED {
             self.clear_ppids();
             return;
@@ -174,7 +175,10 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
 
 #[async_trait]
 impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
-    async fn relying_party(&self, rp_id: &str) -> Result<Option<RelyingParty>, IdentityError> {
+    async fn relying_party(
+        &self,
+        rp_id: &RelyingPartyId,
+    ) -> Result<Option<RelyingParty>, IdentityError> {
         let epoch = self.sync().await?;
         if let Some(rp) = self.rps.get(rp_id) {
             return Ok(Some(rp.clone()));
@@ -184,7 +188,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
             if self.rps.len() >= MAX_CACHED {
                 self.clear_rps();
             } else if self.epoch.load(Ordering::Acquire) == epoch {
-                self.rps.insert(rp_id.to_owned(), rp.clone());
+                self.rps.insert(rp_id.clone(), rp.clone());
             }
         }
         Ok(rp)
@@ -193,11 +197,11 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
     async fn register_login(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         actor: &RequestActor,
     ) -> Result<String, IdentityError> {
         let epoch = self.sync().await?;
-        let key = (cert.clone(), rp_id.to_owned());
+        let key = (cert.clone(), rp_id.clone());
         if let Some(p) = self.ppids.get(&key) {
             return Ok(p.clone());
         }
@@ -209,10 +213,10 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
     async fn active_ppid(
         &self,
         cert: &CertificateRef,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
     ) -> Result<Option<String>, IdentityError> {
         let epoch = self.sync().await?;
-        let key = (cert.clone(), rp_id.to_owned());
+        let key = (cert.clone(), rp_id.clone());
         if let Some(p) = self.ppids.get(&key) {
             return Ok(Some(p.clone()));
         }
@@ -229,7 +233,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         old: &str,
         new: &str,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner.link_renewal(issuer, old, new, actor).await
     }
 
@@ -237,19 +241,19 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         &self,
         certs: &[CertificateRef],
         actor: &RequestActor,
-    ) -> Result<usize, IdentityError> {
+    ) -> Result<MarkedRevoked, IdentityError> {
         self.inner.mark_certificates_revoked(certs, actor).await
     }
 
     async fn register_relying_party(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         kind: &str,
         code: &str,
         name: &str,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner
             .register_relying_party(rp_id, kind, code, name, jwk, actor)
             .await
@@ -257,19 +261,19 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
 
     async fn rotate_relying_party_key(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         jwk: serde_json::Value,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner.rotate_relying_party_key(rp_id, jwk, actor).await
     }
 
     async fn set_relying_party_status(
         &self,
-        rp_id: &str,
+        rp_id: &RelyingPartyId,
         status: RpStatus,
         actor: &RequestActor,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<u64, IdentityError> {
         self.inner
             .set_relying_party_status(rp_id, status, actor)
             .await
@@ -279,7 +283,7 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::identity::MemoryIdentity;
+    use crate::identity::MemoryIdentity;
     use mykey_domain::ppid::{PpidAggregate, PpidEvent};
     use mykey_domain::relying_party::{RelyingParty as RelyingPartyAggregate, RelyingPartyEvent};
     use mykey_domain::subject::{Subject, SubjectEvent};
@@ -365,6 +369,10 @@ mod tests {
         RequestActor::operator("t", uuid::Uuid::new_v4(), None)
     }
 
+    fn rp(id: &str) -> RelyingPartyId {
+        RelyingPartyId::parse(id).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn cert() -> CertificateRef {
         CertificateRef::new("i", "01").unwrap_or_else(|e| panic!("{e}"))
     }
@@ -383,8 +391,8 @@ mod tests {
         let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
         let cert = cert();
         let p1 = within_request(async {
-            let p = cache.register_login(&cert, "rp", &actor()).await;
-            let again = cache.active_ppid(&cert, "rp").await;
+            let p = cache.register_login(&cert, &rp("rp"), &actor()).await;
+            let again = cache.active_ppid(&cert, &rp("rp")).await;
             (p.unwrap_or_default(), again.ok().flatten())
         })
         .await;
@@ -394,7 +402,7 @@ mod tests {
         // Committed before the next request arrives: that request must see it.
         cache.inner.invalidate_ppid(&p1.0);
         log.push::<PpidAggregate>("ppid-x", &invalidated());
-        let after = within_request(cache.active_ppid(&cert, "rp")).await;
+        let after = within_request(cache.active_ppid(&cert, &rp("rp"))).await;
         assert_eq!(reads(), 2, "a new request reads the log again");
         assert_eq!(after.ok().flatten(), None);
     }
@@ -405,20 +413,23 @@ mod tests {
         let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
         let cert = cert();
         let p1 = cache
-            .register_login(&cert, "rp", &actor())
+            .register_login(&cert, &rp("rp"), &actor())
             .await
             .unwrap_or_default();
         // The write model changes behind the cache's back (another instance)...
         cache.inner.invalidate_ppid(&p1);
         // ... the cache still answers until the log says something happened:
         assert_eq!(
-            cache.active_ppid(&cert, "rp").await.ok().flatten(),
+            cache.active_ppid(&cert, &rp("rp")).await.ok().flatten(),
             Some(p1.clone())
         );
         log.push::<PpidAggregate>("ppid-x", &invalidated());
-        assert_eq!(cache.active_ppid(&cert, "rp").await.ok().flatten(), None);
+        assert_eq!(
+            cache.active_ppid(&cert, &rp("rp")).await.ok().flatten(),
+            None
+        );
         let p2 = cache
-            .register_login(&cert, "rp", &actor())
+            .register_login(&cert, &rp("rp"), &actor())
             .await
             .unwrap_or_default();
         assert_ne!(p1, p2);
@@ -433,12 +444,17 @@ mod tests {
         );
         cache.inner.invalidate_ppid(&p2);
         assert_eq!(
-            cache.active_ppid(&cert, "rp").await.ok().flatten(),
+            cache.active_ppid(&cert, &rp("rp")).await.ok().flatten(),
             Some(p2)
         );
         // No RP was ever registered: nothing to answer.
         assert_eq!(
-            cache.relying_party("rp").await.ok().flatten().map(|r| r.id),
+            cache
+                .relying_party(&rp("rp"))
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.id),
             None
         );
         // A cached RP is answered from the cache until a relying-party event arrives.
@@ -446,23 +462,23 @@ mod tests {
         let jwk = serde_json::json!({});
         cache
             .inner
-            .register_relying_party("rp-2", "municipality", "131016", "n", jwk, &actor())
+            .register_relying_party(&rp("rp-2"), "municipality", "131016", "n", jwk, &actor())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let cached = cache.relying_party("rp-2").await.ok().flatten();
+        let cached = cache.relying_party(&rp("rp-2")).await.ok().flatten();
         assert_eq!(status(cached), Some(RpStatus::Active));
         cache
             .inner
-            .set_relying_party_status("rp-2", RpStatus::Suspended, &actor())
+            .set_relying_party_status(&rp("rp-2"), RpStatus::Suspended, &actor())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let stale = cache.relying_party("rp-2").await.ok().flatten();
+        let stale = cache.relying_party(&rp("rp-2")).await.ok().flatten();
         assert_eq!(status(stale), Some(RpStatus::Active));
         log.push::<RelyingPartyAggregate>(
             "relying_party-rp-2",
             &RelyingPartyEvent::Suspended { reason: "r".into() },
         );
-        let fresh = cache.relying_party("rp-2").await.ok().flatten();
+        let fresh = cache.relying_party(&rp("rp-2")).await.ok().flatten();
         assert_eq!(status(fresh), Some(RpStatus::Suspended));
     }
 
@@ -471,17 +487,20 @@ mod tests {
         let log = Log::default();
         let cache = CachedIdentity::new(MemoryIdentity::default(), log.clone());
         let p = cache
-            .register_login(&cert(), "rp", &actor())
+            .register_login(&cert(), &rp("rp"), &actor())
             .await
             .unwrap_or_default();
         cache.inner.invalidate_ppid(&p);
         assert_eq!(
-            cache.active_ppid(&cert(), "rp").await.ok().flatten(),
+            cache.active_ppid(&cert(), &rp("rp")).await.ok().flatten(),
             Some(p),
             "still cached"
         );
         // Not an event type of this build (a newer writer's, or damage): never a stale answer.
         log.push_raw("subject-y", "NotAnEventOfThisBuild", "{}");
-        assert_eq!(cache.active_ppid(&cert(), "rp").await.ok().flatten(), None);
+        assert_eq!(
+            cache.active_ppid(&cert(), &rp("rp")).await.ok().flatten(),
+            None
+        );
     }
 }

@@ -1,11 +1,23 @@
-//! Configuration of citizen-card login, read with the rest of [`crate::config::Settings`].
+//! Configuration of citizen-card login, read with the rest of the server's settings
+//! (`mykey_api::config::Settings`, which shares [`ConfigError`]).
 
 use super::clock::Clock;
 use super::jws::Alg;
 use super::operators::OperatorTokens;
 use super::ratelimit::RateLimitSettings;
-use crate::config::ConfigError;
 use std::path::PathBuf;
+
+/// A setting (an environment variable) with a value that cannot be used. Defined here, with
+/// the first settings that needed it; the server's other settings use it too.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}={value:?} is not valid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
 
 /// Default grace after a CRL's nextUpdate before logins fail closed. J-LIS publishes daily;
 /// six hours covers a late publication without accepting a day-old revocation state.
