@@ -47,6 +47,11 @@ pub struct RequestActor {
     pub actor: mykey_domain::Actor,
     pub correlation_id: Uuid,
     pub client_addr: Option<String>,
+    /// The command id of a single command this request makes, when it has one of its own (an
+    /// operator's `Idempotency-Key`, scoped to the operator): a retry of the same request is
+    /// then the same command to the write model, which answers its first outcome. `None`: a
+    /// fresh id per command (logins; a CRL load or renewal import, which make many commands).
+    pub command_id: Option<Uuid>,
 }
 
 impl RequestActor {
@@ -63,7 +68,14 @@ impl RequestActor {
             },
             correlation_id,
             client_addr,
+            command_id: None,
         }
+    }
+
+    /// The same actor, making its one command under `command_id`.
+    pub fn with_command_id(mut self, command_id: Uuid) -> RequestActor {
+        self.command_id = Some(command_id);
+        self
     }
 }
 
@@ -250,7 +262,7 @@ fn meta(actor: &RequestActor) -> mykey_commands::CommandMeta {
     let m = mykey_commands::CommandMeta::new(
         actor.actor.id.clone(),
         actor.actor.role.clone(),
-        Uuid::now_v7(),
+        actor.command_id.unwrap_or_else(Uuid::now_v7),
     )
     .caused_by(actor.correlation_id, actor.correlation_id);
     match &actor.client_addr {

@@ -58,6 +58,7 @@ fn relying_party_actor(rp: &RelyingPartyId, ctx: &Ctx) -> RequestActor {
         },
         correlation_id: ctx.correlation_id,
         client_addr: ctx.client_addr.clone(),
+        command_id: None,
     }
 }
 

@@ -329,3 +329,50 @@ async fn crl_loads_and_renewal_imports_answer_the_position_of_their_last_event()
     assert_eq!(twice_p, p);
     assert!(app.head().await > p, "the head moved on");
 }
+
+/// The Idempotency-Key is the command id: a retry that the idempotency table no longer answers
+/// (its row pruned after 24 h, or released after a 5xx) is still the same command to the write
+/// model, which answers its first outcome instead of running it again.
+#[tokio::test]
+async fn a_retry_the_idempotency_table_forgot_is_still_the_same_command() {
+    let app = spawn().await;
+    let forget = || async {
+        app.db
+            .client()
+            .await
+            .execute("DELETE FROM idempotency_keys", &[])
+            .await
+            .unwrap_or_else(|e| panic!("forget keys: {e}"));
+    };
+    let path = "/v1/operator/relying-parties";
+    let (k, body) = (key(), register_body("same-command"));
+    let (first, p) = operator(&app, path, Body::Json(body.clone()), &k).await;
+    assert_eq!(first.0, 201, "{:?}", first.2);
+    forget().await;
+    let (again, again_p) = operator(&app, path, Body::Json(body.clone()), &k).await;
+    assert_eq!((again.0, again_p), (201, p), "{:?}", again.2);
+    // Another key is another command: refused, the relying party exists.
+    let other = json_of(
+        app.http
+            .post(app.url(path))
+            .header("idempotency-key", key())
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(other.0, 409, "{:?}", other.2);
+    assert_eq!(other.2["code"], "RP_ALREADY_REGISTERED", "{:?}", other.2);
+
+    let suspend = "/v1/operator/relying-parties/same-command/suspend";
+    let k = key();
+    let (done, p) = operator(&app, suspend, Body::None, &k).await;
+    assert_eq!(done.0, 204, "{:?}", done.2);
+    let head = app.head().await;
+    forget().await;
+    let (again, again_p) = operator(&app, suspend, Body::None, &k).await;
+    assert_eq!((again.0, again_p), (204, p), "{:?}", again.2);
+    assert_eq!(app.head().await, head, "nothing appended by the retry");
+}

@@ -35,7 +35,7 @@ pub(super) struct App {
     base: String,
     pub(super) http: reqwest::Client,
     pub(super) cmds: Commands<PgEventStore>,
-    _db: TestDb,
+    pub(super) db: TestDb,
 }
 
 /// A relying party and its access token.
@@ -116,7 +116,7 @@ pub(super) async fn spawn() -> App {
         base,
         http: reqwest::Client::new(),
         cmds: Commands::new(store),
-        _db: db,
+        db,
     }
 }
 
@@ -556,7 +556,7 @@ async fn the_point_program_path_over_the_rp_and_provider_doors_with_tenant_isola
 
     // The weekly report counts the approval and the grant.
     let schema = app.caught_up_schema("daily_counters").await;
-    let client = app._db.client().await;
+    let client = app.db.client().await;
     let report = mykey_projections::reports::weekly::weekly(
         &client,
         &mykey_projections::reports::Sources { counters: schema },

@@ -274,7 +274,7 @@ pub async fn register_rp(
                 KeyRule::Optional,
                 &actor.actor.id,
                 &canonical(&*body),
-                move |_| async move {
+                move |command_id| async move {
                     check_jwk(&body_ref.jwk)?;
                     let id = parse_rp_id(&body_ref.id)?;
                     let position = auth
@@ -285,7 +285,7 @@ pub async fn register_rp(
                             &body_ref.code,
                             &body_ref.name,
                             body_ref.jwk.clone(),
-                            actor_ref,
+                            &actor_ref.clone().with_command_id(command_id),
                         )
                         .await?;
                     auth.forget_unknown_rp(&id);
@@ -336,14 +336,14 @@ pub async fn rotate_rp_key(
                 KeyRule::Optional,
                 &actor.actor.id,
                 &canonical(&*body),
-                move |_| async move {
+                move |command_id| async move {
                     check_jwk(&body_ref.jwk)?;
                     let position = auth
                         .identity
                         .rotate_relying_party_key(
                             &parse_rp_id(id)?,
                             body_ref.jwk.clone(),
-                            actor_ref,
+                            &actor_ref.clone().with_command_id(command_id),
                         )
                         .await?;
                     Ok(Answer::empty(StatusCode::NO_CONTENT, Some(position)))
@@ -393,10 +393,11 @@ pub async fn rp_status(
                 KeyRule::Optional,
                 &actor.actor.id,
                 b"",
-                move |_| async move {
+                move |command_id| async move {
+                    let actor = actor_ref.clone().with_command_id(command_id);
                     let position = auth
                         .identity
-                        .set_relying_party_status(&parse_rp_id(id)?, status, actor_ref)
+                        .set_relying_party_status(&parse_rp_id(id)?, status, &actor)
                         .await?;
                     Ok(Answer::empty(StatusCode::NO_CONTENT, Some(position)))
                 },
