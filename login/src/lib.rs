@@ -29,6 +29,7 @@ mod login;
 pub mod metrics;
 pub mod operators;
 pub mod ratelimit;
+pub mod read_model;
 mod renewals;
 #[cfg(test)]
 mod verifier_tests;
