@@ -13,6 +13,7 @@ mod doors_rp;
 mod kafka;
 mod kafka_projector;
 mod login_b;
+mod login_read_model;
 mod pki;
 mod projections;
 mod read_models;
