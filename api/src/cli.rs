@@ -286,7 +286,7 @@ pub async fn run_command(
         }
     }
     let store = mykey_store::pg::PgEventStore::connect(pg.clone(), Default::default()).await?;
-    let identity = crate::auth::identity::default_identity(&store);
+    let identity = crate::auth::identity::default_identity(&store, None);
     let auth = Auth::build(settings.auth.clone(), pg, identity).await?;
     let who = actor();
     let mut failed = None;

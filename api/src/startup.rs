@@ -125,8 +125,22 @@ impl Application {
         };
         let idempotency = crate::http::idempotency::Idempotency::new(http_pool.clone());
         idempotency.spawn_pruning();
-        let identity = crate::auth::identity::default_identity(&store);
-        let pg_config = pg.clone();
+        // Started before login: the identity cache answers its misses from login_identity.
+        let projections = Projections::start(
+            store.clone(),
+            pg.clone(),
+            mykey_projections::models::all(),
+            &registry,
+            RunnerOptions::default(),
+        )
+        .await?;
+        let read_model = crate::auth::read_model::ReadModel::new(
+            projections.clone(),
+            http_pool.clone(),
+            &registry,
+        )
+        .map_err(crate::auth::AuthStartError::from)?;
+        let identity = crate::auth::identity::default_identity(&store, Some(read_model));
         let pg_probe = pg.clone();
         let auth = crate::auth::Auth::build_with_registry(
             settings.auth.clone(),
@@ -137,14 +151,6 @@ impl Application {
         .await?;
         auth.spawn_maintenance();
         let auth = web::Data::from(auth);
-        let projections = Projections::start(
-            store.clone(),
-            pg_config,
-            mykey_projections::models::all(),
-            &registry,
-            RunnerOptions::default(),
-        )
-        .await?;
         let registry_data = web::Data::from(registry.clone());
         let metrics = match settings.metrics_listen {
             Some(addr) => Some(metrics_server(addr, registry_data.clone())?),

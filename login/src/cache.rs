@@ -1,5 +1,6 @@
-//! An in-memory cache in front of the write model for the two hot lookups of a login:
-//! relying party by id, and (certificate, RP) → active PPID.
+//! An in-memory index in front of the `login_identity` read model (and, behind it, the write
+//! model) for the two hot lookups of a login: relying party by id, and (certificate, RP) →
+//! active PPID.
 //!
 //! Correctness: before every lookup the cache is brought up to the event log's current head
 //! (one query for the events after the last one seen; any that could make an entry wrong
@@ -9,6 +10,16 @@
 //! An entry is inserted only if no invalidation happened while it was being loaded (epoch
 //! check), so a slow load cannot resurrect a stale value. Negative answers are not cached.
 //!
+//! Misses: the read lookups (`relying_party`, `active_ppid`) are answered from the
+//! `login_identity` read model ([`crate::read_model`]) once its serving schema holds the last
+//! login event the sync saw — the same read-your-writes guarantee as the write model. When the
+//! read model cannot answer (not serving, failed, behind after a bounded wait, query error)
+//! the lookup falls back to the write model, with a WARN and
+//! `mykey_login_identity_fallback_total{reason}`: a stuck projection slows misses, it does not
+//! stop logins. Without a read model (the CLI, unit tests) misses go to the write model.
+//! Decisions (`register_login`, relying-party commands, renewals, CRL marks) always go to the
+//! write model: they need the aggregate, not a read model.
+//!
 //! Which events clear what is the login read model's decision, over typed events decoded by
 //! `schemas` ([`LoginIdentity::invalidation`] in `projections`): no event type is named here.
 //! An event of those categories that does not decode clears both maps (never a stale answer).
@@ -17,6 +28,7 @@ use super::identity::{
     CertificateRef, Identity, IdentityError, MarkedRevoked, RelyingParty, RelyingPartyId,
     RequestActor, RpStatus,
 };
+use crate::read_model::ReadModel;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use mykey_projections::models::login_identity::{self, Invalidation, LoginIdentity};
@@ -51,6 +63,12 @@ pub struct CachedIdentity<I, S> {
     store: S,
     /// Log position up to which invalidations have been applied.
     processed: AtomicU64,
+    /// The last position at or before `processed` of an event in a login category (the
+    /// position the read model must reach to answer as of `processed`: events of other
+    /// categories change none of its tables).
+    relevant: AtomicU64,
+    /// Where misses of read lookups are answered; the write model (`inner`) when None.
+    read_model: Option<ReadModel>,
     /// Serialises syncs.
     catch_up: tokio::sync::Mutex<()>,
     /// When the last completed sync's read *started*. Checked before queueing for `catch_up`.
@@ -80,12 +98,20 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
             inner,
             store,
             processed: AtomicU64::new(NOT_SYNCED),
+            relevant: AtomicU64::new(0),
+            read_model: None,
             catch_up: tokio::sync::Mutex::new(()),
             synced_as_of: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
             rps: DashMap::new(),
             ppids: DashMap::new(),
         }
+    }
+
+    /// Answers read misses from `read_model` (see the module docs).
+    pub fn with_read_model(mut self, read_model: ReadModel) -> Self {
+        self.read_model = Some(read_model);
+        self
     }
 
     fn clear_rps(&self) {
@@ -116,9 +142,11 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
         }
         let started = Instant::now();
         let mut done = self.processed.load(Ordering::Acquire);
+        let mut relevant = self.relevant.load(Ordering::Acquire);
         if done == NOT_SYNCED {
             // Nothing is cached before the first sync: start at the head.
             done = self.store.head().await.map_err(unavailable)?;
+            relevant = done;
         }
         // No head query: positions become visible in order, so a page shorter than asked
         // holds everything committed before its query started.
@@ -132,6 +160,7 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
                 if !login_identity::CATEGORIES.contains(&e.stream_id.category()) {
                     continue;
                 }
+                relevant = e.global_position;
                 match mykey_schemas::decode_any(e).map(|ev| LoginIdentity::invalidation(&ev)) {
                     Ok(Invalidation::Keep) => {}
                     Ok(Invalidation::RelyingParties) => self.clear_rps(),
@@ -150,9 +179,15 @@ impl<I: Identity, S: EventStore> CachedIdentity<I, S> {
                 break;
             }
         }
+        self.relevant.store(relevant, Ordering::Release);
         self.processed.store(done, Ordering::Release);
         *self.synced_as_of.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         Ok(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// The position a read model must hold to answer as of the last sync.
+    fn relevant(&self) -> u64 {
+        self.relevant.load(Ordering::Acquire)
     }
 
     fn synced_since(&self, t: Instant) -> bool {
@@ -183,7 +218,16 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         if let Some(rp) = self.rps.get(rp_id) {
             return Ok(Some(rp.clone()));
         }
-        let rp = self.inner.relying_party(rp_id).await?;
+        let rp = match &self.read_model {
+            Some(rm) => match rm.relying_party(rp_id, self.relevant()).await {
+                Ok(rp) => rp,
+                Err((why, detail)) => {
+                    rm.fell_back("relying_party", why, &detail);
+                    self.inner.relying_party(rp_id).await?
+                }
+            },
+            None => self.inner.relying_party(rp_id).await?,
+        };
         if let Some(rp) = &rp {
             if self.rps.len() >= MAX_CACHED {
                 self.clear_rps();
@@ -220,7 +264,16 @@ impl<I: Identity, S: EventStore + 'static> Identity for CachedIdentity<I, S> {
         if let Some(p) = self.ppids.get(&key) {
             return Ok(Some(p.clone()));
         }
-        let ppid = self.inner.active_ppid(cert, rp_id).await?;
+        let ppid = match &self.read_model {
+            Some(rm) => match rm.active_ppid(cert, rp_id, self.relevant()).await {
+                Ok(answer) => answer?,
+                Err((why, detail)) => {
+                    rm.fell_back("active_ppid", why, &detail);
+                    self.inner.active_ppid(cert, rp_id).await?
+                }
+            },
+            None => self.inner.active_ppid(cert, rp_id).await?,
+        };
         if let Some(p) = &ppid {
             self.insert_ppid(epoch, key, p.clone());
         }

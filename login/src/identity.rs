@@ -167,13 +167,20 @@ pub trait Identity: Send + Sync + std::fmt::Debug {
     ) -> Result<u64, IdentityError>;
 }
 
-/// The identity the server uses: the command handlers over the event store.
-/// Wrapped in [`super::cache::CachedIdentity`] so hot logins skip the stream reads.
-pub fn default_identity(store: &mykey_store::pg::PgEventStore) -> std::sync::Arc<dyn Identity> {
-    std::sync::Arc::new(super::cache::CachedIdentity::new(
-        CommandsIdentity::new(store.clone()),
-        store.clone(),
-    ))
+/// The identity the server uses: the command handlers over the event store, wrapped in
+/// [`super::cache::CachedIdentity`] so hot logins skip the stream reads. With `read_model`
+/// (the server's), the cache's read misses are answered from the `login_identity` read model;
+/// without (the CLI, which runs no projections), from the write model.
+pub fn default_identity(
+    store: &mykey_store::pg::PgEventStore,
+    read_model: Option<super::read_model::ReadModel>,
+) -> std::sync::Arc<dyn Identity> {
+    let cache =
+        super::cache::CachedIdentity::new(CommandsIdentity::new(store.clone()), store.clone());
+    std::sync::Arc::new(match read_model {
+        Some(rm) => cache.with_read_model(rm),
+        None => cache,
+    })
 }
 
 /// [`Identity`] over `mykey_commands::Commands`: every change is events in the log.
@@ -271,6 +278,11 @@ fn meta(actor: &RequestActor) -> mykey_commands::CommandMeta {
     }
 }
 
+/// かざし with a revoked certificate: the same refusal whichever model answers.
+pub(crate) fn certificate_revoked() -> IdentityError {
+    IdentityError::rejected("CERTIFICATE_REVOKED", "the certificate is revoked")
+}
+
 /// Kind names accepted from operators (CLI and endpoint).
 pub fn parse_kind(kind: &str) -> Result<mykey_commands::RpKind, IdentityError> {
     use mykey_commands::RpKind as K;
@@ -322,10 +334,7 @@ impl<S: mykey_store::EventStore + 'static> Identity for CommandsIdentity<S> {
     ) -> Result<Option<String>, IdentityError> {
         let state = self.cmds.load_certificate(cert).await.map_err(cmd_err)?;
         if state.revoked {
-            return Err(IdentityError::rejected(
-                "CERTIFICATE_REVOKED",
-                "the certificate is revoked",
-            ));
+            return Err(certificate_revoked());
         }
         // A renewed certificate has no stream of its own until linked; resolve follows links.
         let subject = match state.subject {

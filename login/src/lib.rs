@@ -35,6 +35,7 @@ mod memory_identity;
 pub mod metrics;
 pub mod operators;
 pub mod ratelimit;
+pub mod read_model;
 mod renewals;
 #[cfg(test)]
 mod verifier_tests;

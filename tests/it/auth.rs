@@ -18,14 +18,14 @@ use time::{Duration, OffsetDateTime};
 const ISSUER: &str = "https://mykey.test";
 const OPERATOR_TOKEN: &str = "test-operator-token-0123456789abcdef";
 
-struct App {
-    base: String,
-    http: reqwest::Client,
-    clock: Clock,
-    db: TestDb,
+pub(crate) struct App {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) clock: Clock,
+    pub(crate) db: TestDb,
 }
 
-struct Rp {
+pub(crate) struct Rp {
     id: String,
     key: EcdsaKeyPair,
 }
@@ -49,11 +49,11 @@ fn settings_with(
     Settings::from_lookup(|k| vars.get(k).cloned())
 }
 
-fn settings(require_crl: bool) -> Settings {
+pub(crate) fn settings(require_crl: bool) -> Settings {
     settings_with(require_crl, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn start(db: &TestDb, settings: &Settings) -> String {
+pub(crate) async fn start(db: &TestDb, settings: &Settings) -> String {
     let app = Application::build(settings, db.config())
         .await
         .unwrap_or_else(|e| panic!("server did not start: {e}"));
@@ -62,7 +62,7 @@ async fn start(db: &TestDb, settings: &Settings) -> String {
     base
 }
 
-async fn spawn(require_crl: bool) -> App {
+pub(crate) async fn spawn(require_crl: bool) -> App {
     let db = TestDb::create().await;
     let mut s = settings(require_crl);
     let clock = Clock::system();
@@ -131,18 +131,18 @@ async fn json_of(resp: reqwest::Response) -> (u16, String, Value) {
 }
 
 /// Asserts a 4xx (or the given status) problem+json with `code`.
-fn assert_problem(got: &(u16, String, Value), status: u16, code: &str) {
+pub(crate) fn assert_problem(got: &(u16, String, Value), status: u16, code: &str) {
     assert_eq!(got.0, status, "status for {code}: {:?}", got.2);
     assert_eq!(got.1, "application/problem+json", "content type for {code}");
     assert_eq!(got.2["code"], code, "{:?}", got.2);
 }
 
 impl App {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn operator(
+    pub(crate) async fn operator(
         &self,
         path: &str,
         body: reqwest::Body,
@@ -160,7 +160,7 @@ impl App {
         json_of(resp).await
     }
 
-    async fn register_rp(&self, id: &str) -> Rp {
+    pub(crate) async fn register_rp(&self, id: &str) -> Rp {
         let key = new_ec_key();
         let body = json!({ "id": id, "kind": "private_business", "code": format!("code-{id}"), "name": id, "jwk": ec_jwk(&key) });
         let got = self
@@ -200,7 +200,7 @@ impl App {
         .await
     }
 
-    async fn access_token(&self, rp: &Rp) -> String {
+    pub(crate) async fn access_token(&self, rp: &Rp) -> String {
         let a = assertion(
             rp,
             &format!("{ISSUER}/v1/oauth/token"),
@@ -228,7 +228,7 @@ impl App {
     }
 
     /// (challenge_id, nonce bytes)
-    async fn challenge(&self, token: &str) -> (String, Vec<u8>) {
+    pub(crate) async fn challenge(&self, token: &str) -> (String, Vec<u8>) {
         let resp = self
             .http
             .post(self.url("/v1/auth/challenges"))
@@ -251,13 +251,13 @@ impl App {
         )
     }
 
-    async fn pin_login(&self, token: &str, card: &pki::Card) -> (u16, String, Value) {
+    pub(crate) async fn pin_login(&self, token: &str, card: &pki::Card) -> (u16, String, Value) {
         let (id, nonce) = self.challenge(token).await;
         let body = json!({ "challenge_id": id, "certificate": card.b64(), "signature": STANDARD.encode(card.sign(&nonce)) });
         self.post_json("/v1/auth/login", token, &body).await
     }
 
-    async fn kazashi(&self, token: &str, card: &pki::Card) -> (u16, String, Value) {
+    pub(crate) async fn kazashi(&self, token: &str, card: &pki::Card) -> (u16, String, Value) {
         self.post_json(
             "/v1/auth/kazashi",
             token,

@@ -282,7 +282,7 @@ async fn auth_on(db: &TestDb) -> Arc<Auth> {
     let store = mykey_store::pg::PgEventStore::connect(db.config(), Default::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let identity = mykey_api::auth::identity::default_identity(&store);
+    let identity = mykey_api::auth::identity::default_identity(&store, None);
     Auth::build(settings(true).auth, db.config(), identity)
         .await
         .unwrap_or_else(|e| panic!("{e}"))

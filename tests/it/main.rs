@@ -14,6 +14,7 @@ mod kafka;
 mod kafka_projector;
 mod kafka_projector_ops;
 mod login_b;
+mod login_read_model;
 mod pki;
 mod projections;
 mod read_models;

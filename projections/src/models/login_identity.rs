@@ -3,10 +3,12 @@
 //! revoked, and the active PPID of a (subject, relying party). Rebuildable by the runner, the
 //! replay tool and Kafka-mode consumers like every other read model: nothing here needs actix.
 //!
-//! The login hot path keeps an in-memory index in front of the write model
-//! (`api/src/auth/cache.rs`); what may stay in that index when an event arrives is decided
-//! here, over typed events, by [`LoginIdentity::invalidation`] — so event types are named only
-//! in `schemas`, and the index and these tables follow the same facts.
+//! The login hot path keeps an in-memory index (`login/src/cache.rs`) whose misses are
+//! answered from these tables by [`relying_party`] and [`certificate_login`]
+//! (`login/src/read_model.rs`, the write model only as a fallback); what may stay in that
+//! index when an event arrives is decided here, over typed events, by
+//! [`LoginIdentity::invalidation`] — so event types are named only in `schemas`, and the index
+//! and these tables follow the same facts.
 //!
 //! Invariant: `login_ppid` holds active PPIDs only; a revoked or invalidated PPID's row is
 //! gone in the same transaction as the event's checkpoint.
