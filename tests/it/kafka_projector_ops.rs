@@ -8,6 +8,7 @@ use crate::kafka::broker::Broker;
 use crate::projections::fixtures::{
     append_raw, append_workload, cancellation, Cancellations, Counts, Revocations, REJECTED_REASON,
 };
+use crate::projections::gauge;
 use mykey_projections::kafka::projector::{
     self, schema_name, KafkaRunState, ProjectorHandle, ProjectorOptions,
 };
@@ -103,21 +104,6 @@ async fn start(
     .await
     .unwrap_or_else(|e| panic!("projector: {e}"));
     (handle, registry)
-}
-
-fn gauge(registry: &prometheus::Registry, name: &str, projection: &str) -> Option<f64> {
-    registry
-        .gather()
-        .iter()
-        .find(|f| f.name() == name)?
-        .get_metric()
-        .iter()
-        .find(|m| {
-            m.get_label()
-                .iter()
-                .any(|l| l.name() == "projection" && l.value() == projection)
-        })
-        .map(|m| m.get_gauge().get_value())
 }
 
 /// The poison is a cancellation whose reason the cancellations' table refuses (an SQL

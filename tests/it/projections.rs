@@ -131,7 +131,8 @@ fn schema_of(running: &Projections, name: &str) -> String {
         .to_string()
 }
 
-fn gauge(metrics: &prometheus::Registry, family: &str, projection: &str) -> Option<f64> {
+/// The value of gauge `family` for `projection` in `metrics` (shared with the projector's tests).
+pub(crate) fn gauge(metrics: &prometheus::Registry, family: &str, projection: &str) -> Option<f64> {
     metrics
         .gather()
         .iter()
