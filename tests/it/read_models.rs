@@ -67,8 +67,77 @@ async fn project(client: &mut Client, p: &dyn Projection, events: &[EventEnvelop
     schema
 }
 
-/// Every table of `schema`, each row as JSON, sorted: the snapshot of a read model.
-async fn dump(client: &Client, schema: &str) -> String {
+/// How a snapshot shows an `event_type` value it checked against the log (see
+/// [`logged_event_types`]).
+const LOGGED: &str = "<logged>";
+
+/// The event types `schemas` defines (from its stored forms' schema files, `<type>.v<n>.json`).
+fn known_event_types() -> &'static BTreeSet<String> {
+    static KNOWN: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        mykey_schemas::all_schema_files()
+            .into_iter()
+            .filter_map(|f| f.file_name.split_once(".v").map(|(t, _)| t.to_owned()))
+            .collect()
+    })
+}
+
+/// Event types are named only in `schemas`, so a snapshot does not spell them: each
+/// `event_type` value in `row` is checked against the logged event it describes — the row's
+/// own `"position":N`, or the `event_id` just before it in a planned event — and shown as
+/// [`LOGGED`].
+fn logged_event_types(row: &str, events: &[EventEnvelope]) -> String {
+    const KEY: &str = "\"event_type\":";
+    let row_position = row.find("\"position\":").and_then(|i| {
+        let digits: String = row[i + "\"position\":".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<u64>().ok()
+    });
+    let mut out = String::with_capacity(row.len());
+    let mut rest = row;
+    while let Some(at) = rest.find(KEY) {
+        let (before, after) = rest.split_at(at + KEY.len());
+        out.push_str(before);
+        let value_at = after
+            .find('"')
+            .unwrap_or_else(|| panic!("event_type value in {row}"));
+        let value_len = after[value_at + 1..]
+            .find('"')
+            .unwrap_or_else(|| panic!("event_type value in {row}"));
+        let named = &after[value_at + 1..value_at + 1 + value_len];
+        // A planned event: `"event_id": "<uuid>", "event_type": ...` (jsonb key order).
+        let planned_id = before[..before.len() - KEY.len()]
+            .strip_suffix("\", ")
+            .and_then(|b| b.rsplit_once("\"event_id\": \""))
+            .map(|(_, id)| id.trim_end_matches('"'));
+        let logged = match planned_id {
+            Some(id) => events.iter().find(|e| e.event_id.to_string() == id),
+            None => row_position.and_then(|p| events.iter().find(|e| e.global_position == p)),
+        };
+        match logged {
+            Some(e) => assert_eq!(named, e.event_type, "event_type in {row}"),
+            // A planned event that was never appended (a rejected or expired patch, or the
+            // batched workload's own ids): it must still be a type `schemas` defines.
+            None => assert!(
+                planned_id.is_some() && known_event_types().contains(named),
+                "event_type {named} names no logged event and no schemas type: {row}"
+            ),
+        }
+        out.push_str(&after[..value_at]);
+        out.push('"');
+        out.push_str(LOGGED);
+        out.push('"');
+        rest = &after[value_at + 1 + value_len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every table of `schema`, each row as JSON, sorted: the snapshot of a read model. Event
+/// types in it are checked against `events` ([`logged_event_types`]).
+async fn dump(client: &Client, schema: &str, events: &[EventEnvelope]) -> String {
     let tables = client
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
@@ -89,7 +158,7 @@ async fn dump(client: &Client, schema: &str) -> String {
             .await
             .unwrap_or_else(|e| panic!("rows of {table}: {e}"));
         for r in rows {
-            out.push_str(r.get::<_, &str>(0));
+            out.push_str(&logged_event_types(r.get::<_, &str>(0), events));
             out.push('\n');
         }
     }
@@ -103,7 +172,7 @@ async fn fixture(p: &dyn Projection, expected: Expect) -> (TestDb, Client, Strin
     let mut client = db.client().await;
     let events = workload_events(1).await;
     let schema = project(&mut client, p, &events).await;
-    expected.assert_eq(&dump(&client, &schema).await);
+    expected.assert_eq(&dump(&client, &schema, &events).await);
     (db, client, schema)
 }
 
@@ -177,7 +246,7 @@ async fn the_workload_has_every_event_type_and_every_projection_applies_it() {
         }
         let schema = project(&mut client, p.as_ref(), &events).await;
         assert!(
-            dump(&client, &schema).await.lines().count() > 2,
+            dump(&client, &schema, &events).await.lines().count() > 2,
             "{} is empty",
             p.name()
         );
@@ -315,22 +384,22 @@ async fn programs_and_applications_with_reviews_corrections_and_grants() {
         {"id":"points-1.00000000-0000-0000-0000-000000000015","reference":"b17a7f7246fd9791c6bfff3a81d54ab4","program":"points-1","subject":"00000000-0000-0000-0000-000000000015","municipality":"city-1","payment_service":"psp-1","link_ref":null,"status":"granted","approved_points":3000,"reject_reason":null,"granted_points":3000,"reversal_owed_points":0,"grant_failures":1,"last_grant_failure":"account frozen","submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-02T02:00:00+00:00","position":61}
         {"id":"points-1.00000000-0000-0000-0000-00000000001b","reference":"77434bc4b60ddfff6710ea3a5cf83053","program":"points-1","subject":"00000000-0000-0000-0000-00000000001b","municipality":"city-1","payment_service":"psp-1","link_ref":null,"status":"rejected","approved_points":null,"reject_reason":"not resident","granted_points":null,"reversal_owed_points":0,"grant_failures":0,"last_grant_failure":null,"submitted_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":54}
         == application_event
-        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":42,"at":"2026-04-01T00:00:00+00:00","event_type":"ApplicationSubmitted","actor_id":"00000000-0000-0000-0000-00000000000f","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":43,"at":"2026-04-01T00:00:00+00:00","event_type":"PaymentServiceLinked","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-0", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":48,"at":"2026-04-01T00:00:00+00:00","event_type":"ReviewOutcomeRecorded","actor_id":"city-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 5000, "outcome": "approved"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":51,"at":"2026-04-01T00:00:00+00:00","event_type":"PointsGranted","actor_id":"platform","actor_role":"system","patch_id":null,"detail":{"points": 5000, "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":62,"at":"2026-04-02T02:00:00+00:00","event_type":"ReviewOutcomeCorrected","actor_id":"op-2","actor_role":"operator","patch_id":"00000000-0000-0000-0000-000100000001","detail":{"reason": "miscounted", "outcome": {"points": 1000, "outcome": "approved"}, "patch_id": "00000000-0000-0000-0000-000100000001", "previous": {"points": 5000, "outcome": "approved"}, "reversal_owed_points": 5000}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":63,"at":"2026-04-02T02:00:00+00:00","event_type":"ReversalPaid","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 1000, "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":44,"at":"2026-04-01T00:00:00+00:00","event_type":"ApplicationSubmitted","actor_id":"00000000-0000-0000-0000-000000000015","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":45,"at":"2026-04-01T00:00:00+00:00","event_type":"PaymentServiceLinked","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-1", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":49,"at":"2026-04-01T00:00:00+00:00","event_type":"ReviewOutcomeRecorded","actor_id":"city-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 3000, "outcome": "approved"}}
-        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":52,"at":"2026-04-01T00:00:00+00:00","event_type":"GrantFailed","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"reason": "account frozen", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":53,"at":"2026-04-01T00:00:00+00:00","event_type":"PointsGranted","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 3000, "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":61,"at":"2026-04-02T02:00:00+00:00","event_type":"PaymentServiceUnlinked","actor_id":"op-2","actor_role":"operator","patch_id":"00000000-0000-0000-0000-000100000001","detail":{"reason": "wrong account", "patch_id": "00000000-0000-0000-0000-000100000001"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":46,"at":"2026-04-01T00:00:00+00:00","event_type":"ApplicationSubmitted","actor_id":"00000000-0000-0000-0000-00000000001b","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":47,"at":"2026-04-01T00:00:00+00:00","event_type":"PaymentServiceLinked","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-2", "payment_service": "psp-1"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":50,"at":"2026-04-01T00:00:00+00:00","event_type":"ReviewOutcomeRecorded","actor_id":"city-1","actor_role":"relying_party","patch_id":null,"detail":{"reason": "not resident", "outcome": "rejected"}}
-        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":54,"at":"2026-04-01T00:00:00+00:00","event_type":"PaymentServiceUnlinked","actor_id":"00000000-0000-0000-0000-00000000001b","actor_role":"citizen","patch_id":null,"detail":{"reason": "changed my mind", "patch_id": null}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":42,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"00000000-0000-0000-0000-00000000000f","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":43,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-0", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":48,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"city-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 5000, "outcome": "approved"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":51,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"platform","actor_role":"system","patch_id":null,"detail":{"points": 5000, "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":62,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-2","actor_role":"operator","patch_id":"00000000-0000-0000-0000-000100000001","detail":{"reason": "miscounted", "outcome": {"points": 1000, "outcome": "approved"}, "patch_id": "00000000-0000-0000-0000-000100000001", "previous": {"points": 5000, "outcome": "approved"}, "reversal_owed_points": 5000}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000000f","position":63,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 1000, "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":44,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"00000000-0000-0000-0000-000000000015","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":45,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-1", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":49,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"city-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 3000, "outcome": "approved"}}
+        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":52,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"reason": "account frozen", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":53,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"points": 3000, "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-000000000015","position":61,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-2","actor_role":"operator","patch_id":"00000000-0000-0000-0000-000100000001","detail":{"reason": "wrong account", "patch_id": "00000000-0000-0000-0000-000100000001"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":46,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"00000000-0000-0000-0000-00000000001b","actor_role":"citizen","patch_id":null,"detail":{"program": "points-1", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":47,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"psp-1","actor_role":"relying_party","patch_id":null,"detail":{"link_ref": "acct-2", "payment_service": "psp-1"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":50,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"city-1","actor_role":"relying_party","patch_id":null,"detail":{"reason": "not resident", "outcome": "rejected"}}
+        {"application":"points-1.00000000-0000-0000-0000-00000000001b","position":54,"at":"2026-04-01T00:00:00+00:00","event_type":"<logged>","actor_id":"00000000-0000-0000-0000-00000000001b","actor_role":"citizen","patch_id":null,"detail":{"reason": "changed my mind", "patch_id": null}}
         == program
         {"id":"closed-1","municipality":"city-1","name":"Points closed-1","period_start":"2026-04-01T00:00:00+00:00","period_end":"2026-06-30T00:00:00+00:00","status":"closed","status_reason":null,"created_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":14}
         {"id":"points-1","municipality":"city-1","name":"Points points-1","period_start":"2026-04-01T00:00:00+00:00","period_end":"2026-07-30T00:00:00+00:00","status":"open","status_reason":null,"created_at":"2026-04-01T00:00:00+00:00","changed_at":"2026-04-01T00:00:00+00:00","position":13}
@@ -406,23 +475,23 @@ async fn programs_and_applications_with_reviews_corrections_and_grants() {
 async fn patches_with_request_plan_approvals_and_outcome() {
     let (_db, client, s) = fixture(&patches::Patches, expect![[r#"
         == patch
-        {"patch_id":"00000000-0000-0000-0000-000100000001","ticket_id":"INC-1","reason":"municipality registered the wrong person","targets":["ppid-0000000000000000000000000000001c", "subject-00000000-0000-0000-0000-00000000001b", "application-points-1.00000000-0000-0000-0000-00000000000f", "application-points-1.00000000-0000-0000-0000-000000000015"],"actions":[{"ppid": "0000000000000000000000000000001c", "action": "invalidate_ppid", "reason": "wrong person"}, {"action": "unlink_payment_service", "reason": "wrong account", "program": "points-1", "subject": "00000000-0000-0000-0000-000000000015"}, {"action": "correct_review_outcome", "reason": "miscounted", "outcome": {"points": 1000, "outcome": "approved"}, "program": "points-1", "subject": "00000000-0000-0000-0000-00000000000f"}],"requested_by":"op-1","requested_at":"2026-04-02T02:00:00+00:00","expires_at":"2026-04-05T02:00:00+00:00","status":"applied","plan":[{"events": [{"payload": {"reason": "wrong person", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000041", "event_type": "PpidInvalidated", "schema_version": 1}], "stream": "ppid-0000000000000000000000000000001c", "expected_version": 1}, {"events": [{"payload": {"ppid": "0000000000000000000000000000001c", "reason": "invalidated", "relying_party_id": "city-1"}, "event_id": "00000000-0000-0000-0000-000000000042", "event_type": "SubjectPpidReleased", "schema_version": 1}], "stream": "subject-00000000-0000-0000-0000-00000000001b", "expected_version": 2}, {"events": [{"payload": {"reason": "wrong account", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000043", "event_type": "PaymentServiceUnlinked", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-000000000015", "expected_version": 5}, {"events": [{"payload": {"reason": "miscounted", "outcome": {"points": 1000, "decision": "approved"}, "patch_id": "00000000-0000-0000-0000-000100000001", "previous": {"points": 5000, "decision": "approved"}, "reversal_owed_points": 5000}, "event_id": "00000000-0000-0000-0000-000000000044", "event_type": "ReviewOutcomeCorrected", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-00000000000f", "expected_version": 4}],"dry_run_by":"op-1","approved_by":"op-2","closed_by":"op-2","close_reason":null,"changed_at":"2026-04-02T02:00:00+00:00","position":58}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","ticket_id":"INC-1","reason":"municipality registered the wrong person","targets":["ppid-0000000000000000000000000000001c", "subject-00000000-0000-0000-0000-00000000001b", "application-points-1.00000000-0000-0000-0000-00000000000f", "application-points-1.00000000-0000-0000-0000-000000000015"],"actions":[{"ppid": "0000000000000000000000000000001c", "action": "invalidate_ppid", "reason": "wrong person"}, {"action": "unlink_payment_service", "reason": "wrong account", "program": "points-1", "subject": "00000000-0000-0000-0000-000000000015"}, {"action": "correct_review_outcome", "reason": "miscounted", "outcome": {"points": 1000, "outcome": "approved"}, "program": "points-1", "subject": "00000000-0000-0000-0000-00000000000f"}],"requested_by":"op-1","requested_at":"2026-04-02T02:00:00+00:00","expires_at":"2026-04-05T02:00:00+00:00","status":"applied","plan":[{"events": [{"payload": {"reason": "wrong person", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000041", "event_type": "<logged>", "schema_version": 1}], "stream": "ppid-0000000000000000000000000000001c", "expected_version": 1}, {"events": [{"payload": {"ppid": "0000000000000000000000000000001c", "reason": "invalidated", "relying_party_id": "city-1"}, "event_id": "00000000-0000-0000-0000-000000000042", "event_type": "<logged>", "schema_version": 1}], "stream": "subject-00000000-0000-0000-0000-00000000001b", "expected_version": 2}, {"events": [{"payload": {"reason": "wrong account", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000043", "event_type": "<logged>", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-000000000015", "expected_version": 5}, {"events": [{"payload": {"reason": "miscounted", "outcome": {"points": 1000, "decision": "approved"}, "patch_id": "00000000-0000-0000-0000-000100000001", "previous": {"points": 5000, "decision": "approved"}, "reversal_owed_points": 5000}, "event_id": "00000000-0000-0000-0000-000000000044", "event_type": "<logged>", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-00000000000f", "expected_version": 4}],"dry_run_by":"op-1","approved_by":"op-2","closed_by":"op-2","close_reason":null,"changed_at":"2026-04-02T02:00:00+00:00","position":58}
         {"patch_id":"00000000-0000-0000-0000-000100000002","ticket_id":"INC-1","reason":"municipality registered the wrong person","targets":["ppid-0000000000000000000000000000001c", "subject-00000000-0000-0000-0000-00000000001b", "application-points-1.00000000-0000-0000-0000-00000000000f", "application-points-1.00000000-0000-0000-0000-000000000015"],"actions":[{"ppid": "0000000000000000000000000000001c", "action": "invalidate_ppid", "reason": "wrong person"}, {"action": "unlink_payment_service", "reason": "wrong account", "program": "points-1", "subject": "00000000-0000-0000-0000-000000000015"}, {"action": "correct_review_outcome", "reason": "miscounted", "outcome": {"points": 1000, "outcome": "approved"}, "program": "points-1", "subject": "00000000-0000-0000-0000-00000000000f"}],"requested_by":"op-1","requested_at":"2026-04-02T02:00:00+00:00","expires_at":"2026-04-05T02:00:00+00:00","status":"rejected","plan":null,"dry_run_by":null,"approved_by":null,"closed_by":"op-2","close_reason":"not needed","changed_at":"2026-04-02T02:00:00+00:00","position":65}
         {"patch_id":"00000000-0000-0000-0000-000100000003","ticket_id":"INC-1","reason":"municipality registered the wrong person","targets":["ppid-0000000000000000000000000000001c", "subject-00000000-0000-0000-0000-00000000001b", "application-points-1.00000000-0000-0000-0000-00000000000f", "application-points-1.00000000-0000-0000-0000-000000000015"],"actions":[{"ppid": "0000000000000000000000000000001c", "action": "invalidate_ppid", "reason": "wrong person"}, {"action": "unlink_payment_service", "reason": "wrong account", "program": "points-1", "subject": "00000000-0000-0000-0000-000000000015"}, {"action": "correct_review_outcome", "reason": "miscounted", "outcome": {"points": 1000, "outcome": "approved"}, "program": "points-1", "subject": "00000000-0000-0000-0000-00000000000f"}],"requested_by":"op-1","requested_at":"2026-04-02T02:00:00+00:00","expires_at":"2026-04-05T02:00:00+00:00","status":"expired","plan":null,"dry_run_by":null,"approved_by":null,"closed_by":"platform","close_reason":null,"changed_at":"2026-04-06T02:00:00+00:00","position":77}
         == patch_effect
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":59,"at":"2026-04-02T02:00:00+00:00","stream_id":"ppid-0000000000000000000000000000001c","event_type":"PpidInvalidated"}
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":60,"at":"2026-04-02T02:00:00+00:00","stream_id":"subject-00000000-0000-0000-0000-00000000001b","event_type":"SubjectPpidReleased"}
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":61,"at":"2026-04-02T02:00:00+00:00","stream_id":"application-points-1.00000000-0000-0000-0000-000000000015","event_type":"PaymentServiceUnlinked"}
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":62,"at":"2026-04-02T02:00:00+00:00","stream_id":"application-points-1.00000000-0000-0000-0000-00000000000f","event_type":"ReviewOutcomeCorrected"}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":59,"at":"2026-04-02T02:00:00+00:00","stream_id":"ppid-0000000000000000000000000000001c","event_type":"<logged>"}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":60,"at":"2026-04-02T02:00:00+00:00","stream_id":"subject-00000000-0000-0000-0000-00000000001b","event_type":"<logged>"}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":61,"at":"2026-04-02T02:00:00+00:00","stream_id":"application-points-1.00000000-0000-0000-0000-000000000015","event_type":"<logged>"}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":62,"at":"2026-04-02T02:00:00+00:00","stream_id":"application-points-1.00000000-0000-0000-0000-00000000000f","event_type":"<logged>"}
         == patch_step
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":55,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchRequested","actor_id":"op-1","detail":{"reason": "municipality registered the wrong person", "ticket_id": "INC-1", "expires_at": "2026-04-05T02:00:00Z"}}
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":56,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchDryRunRecorded","actor_id":"op-1","detail":{"by": "op-1", "plan": [{"events": [{"payload": {"reason": "wrong person", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000041", "event_type": "PpidInvalidated", "schema_version": 1}], "stream": "ppid-0000000000000000000000000000001c", "expected_version": 1}, {"events": [{"payload": {"ppid": "0000000000000000000000000000001c", "reason": "invalidated", "relying_party_id": "city-1"}, "event_id": "00000000-0000-0000-0000-000000000042", "event_type": "SubjectPpidReleased", "schema_version": 1}], "stream": "subject-00000000-0000-0000-0000-00000000001b", "expected_version": 2}, {"events": [{"payload": {"reason": "wrong account", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000043", "event_type": "PaymentServiceUnlinked", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-000000000015", "expected_version": 5}, {"events": [{"payload": {"reason": "miscounted", "outcome": {"points": 1000, "decision": "approved"}, "patch_id": "00000000-0000-0000-0000-000100000001", "previous": {"points": 5000, "decision": "approved"}, "reversal_owed_points": 5000}, "event_id": "00000000-0000-0000-0000-000000000044", "event_type": "ReviewOutcomeCorrected", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-00000000000f", "expected_version": 4}]}}
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":57,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchApproved","actor_id":"op-2","detail":{"by": "op-2"}}
-        {"patch_id":"00000000-0000-0000-0000-000100000001","position":58,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchApplied","actor_id":"op-2","detail":{"by": "op-2"}}
-        {"patch_id":"00000000-0000-0000-0000-000100000002","position":64,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchRequested","actor_id":"op-1","detail":{"reason": "municipality registered the wrong person", "ticket_id": "INC-1", "expires_at": "2026-04-05T02:00:00Z"}}
-        {"patch_id":"00000000-0000-0000-0000-000100000002","position":65,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchRejected","actor_id":"op-2","detail":{"by": "op-2", "reason": "not needed"}}
-        {"patch_id":"00000000-0000-0000-0000-000100000003","position":66,"at":"2026-04-02T02:00:00+00:00","event_type":"PatchRequested","actor_id":"op-1","detail":{"reason": "municipality registered the wrong person", "ticket_id": "INC-1", "expires_at": "2026-04-05T02:00:00Z"}}
-        {"patch_id":"00000000-0000-0000-0000-000100000003","position":77,"at":"2026-04-06T02:00:00+00:00","event_type":"PatchExpired","actor_id":"platform","detail":{}}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":55,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"reason": "municipality registered the wrong person", "ticket_id": "INC-1", "expires_at": "2026-04-05T02:00:00Z"}}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":56,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"by": "op-1", "plan": [{"events": [{"payload": {"reason": "wrong person", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000041", "event_type": "<logged>", "schema_version": 1}], "stream": "ppid-0000000000000000000000000000001c", "expected_version": 1}, {"events": [{"payload": {"ppid": "0000000000000000000000000000001c", "reason": "invalidated", "relying_party_id": "city-1"}, "event_id": "00000000-0000-0000-0000-000000000042", "event_type": "<logged>", "schema_version": 1}], "stream": "subject-00000000-0000-0000-0000-00000000001b", "expected_version": 2}, {"events": [{"payload": {"reason": "wrong account", "patch_id": "00000000-0000-0000-0000-000100000001"}, "event_id": "00000000-0000-0000-0000-000000000043", "event_type": "<logged>", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-000000000015", "expected_version": 5}, {"events": [{"payload": {"reason": "miscounted", "outcome": {"points": 1000, "decision": "approved"}, "patch_id": "00000000-0000-0000-0000-000100000001", "previous": {"points": 5000, "decision": "approved"}, "reversal_owed_points": 5000}, "event_id": "00000000-0000-0000-0000-000000000044", "event_type": "<logged>", "schema_version": 1}], "stream": "application-points-1.00000000-0000-0000-0000-00000000000f", "expected_version": 4}]}}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":57,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-2","detail":{"by": "op-2"}}
+        {"patch_id":"00000000-0000-0000-0000-000100000001","position":58,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-2","detail":{"by": "op-2"}}
+        {"patch_id":"00000000-0000-0000-0000-000100000002","position":64,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"reason": "municipality registered the wrong person", "ticket_id": "INC-1", "expires_at": "2026-04-05T02:00:00Z"}}
+        {"patch_id":"00000000-0000-0000-0000-000100000002","position":65,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-2","detail":{"by": "op-2", "reason": "not needed"}}
+        {"patch_id":"00000000-0000-0000-0000-000100000003","position":66,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"reason": "municipality registered the wrong person", "ticket_id": "INC-1", "expires_at": "2026-04-05T02:00:00Z"}}
+        {"patch_id":"00000000-0000-0000-0000-000100000003","position":77,"at":"2026-04-06T02:00:00+00:00","event_type":"<logged>","actor_id":"platform","detail":{}}
     "#]]).await;
     let list = patches::list(&client, &s, None, &page(10))
         .await
@@ -544,12 +613,12 @@ async fn the_test_card_register_shows_who_holds_which_card() {
         == test_card
         {"id":"card-1","label":"JPKI test card","status":"lost","borrower_kind":"municipality","borrower_name":"Chiyoda","lent_at":"2026-04-02T02:00:00+00:00","last_checked_at":"2026-04-02T02:00:00+00:00","lost_note":"left on a train","registered_at":"2026-04-02T02:00:00+00:00","changed_at":"2026-04-02T02:00:00+00:00","position":76}
         == test_card_event
-        {"card":"card-1","position":71,"at":"2026-04-02T02:00:00+00:00","event_type":"TestCardRegistered","actor_id":"op-1","detail":{"label": "JPKI test card"}}
-        {"card":"card-1","position":72,"at":"2026-04-02T02:00:00+00:00","event_type":"TestCardLent","actor_id":"op-1","detail":{"borrower_kind": "vendor", "borrower_name": "Vendor K.K."}}
-        {"card":"card-1","position":73,"at":"2026-04-02T02:00:00+00:00","event_type":"TestCardReturned","actor_id":"op-1","detail":{}}
-        {"card":"card-1","position":74,"at":"2026-04-02T02:00:00+00:00","event_type":"TestCardInventoryChecked","actor_id":"op-1","detail":{"checked_at": "2026-04-02T02:00:00Z"}}
-        {"card":"card-1","position":75,"at":"2026-04-02T02:00:00+00:00","event_type":"TestCardLent","actor_id":"op-1","detail":{"borrower_kind": "municipality", "borrower_name": "Chiyoda"}}
-        {"card":"card-1","position":76,"at":"2026-04-02T02:00:00+00:00","event_type":"TestCardReportedLost","actor_id":"op-1","detail":{"note": "left on a train"}}
+        {"card":"card-1","position":71,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"label": "JPKI test card"}}
+        {"card":"card-1","position":72,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"borrower_kind": "vendor", "borrower_name": "Vendor K.K."}}
+        {"card":"card-1","position":73,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{}}
+        {"card":"card-1","position":74,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"checked_at": "2026-04-02T02:00:00Z"}}
+        {"card":"card-1","position":75,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"borrower_kind": "municipality", "borrower_name": "Chiyoda"}}
+        {"card":"card-1","position":76,"at":"2026-04-02T02:00:00+00:00","event_type":"<logged>","actor_id":"op-1","detail":{"note": "left on a train"}}
     "#]]).await;
     let id = TestCardId::parse("card-1").unwrap_or_else(|e| panic!("{e}"));
     let card = test_cards::card(&client, &s, &id)
@@ -720,7 +789,7 @@ async fn a_counter_day_ends_at_midnight_asia_tokyo_not_utc() {
         {"day":"2026-11-29","metric":"ppids_issued","key":"city-1","status":"","value":1}
         {"day":"2026-11-30","metric":"ppids_issued","key":"city-1","status":"","value":3}
     "#]]
-    .assert_eq(&dump(&client, &schema).await);
+    .assert_eq(&dump(&client, &schema, &events).await);
 }
 
 #[tokio::test]
@@ -752,7 +821,7 @@ async fn the_fast_generated_workload_has_every_event_type_and_every_projection_a
         // Fails on any event the read model cannot place.
         let schema = project(&mut client, p.as_ref(), &events).await;
         assert!(
-            dump(&client, &schema).await.lines().count() > 2,
+            dump(&client, &schema, &events).await.lines().count() > 2,
             "{} is empty",
             p.name()
         );
@@ -785,13 +854,14 @@ async fn the_batched_workload_fills_the_read_models_like_one_append_per_command(
         // Batching merges commands (their actors and positions differ): compare row counts.
         let mut counts = Vec::new();
         for (store, suffix) in [(&single, "a"), (&batched, "b")] {
-            let schema = project(&mut client, p.as_ref(), &store.all_events()).await;
+            let events = store.all_events();
+            let schema = project(&mut client, p.as_ref(), &events).await;
             let renamed = format!("{schema}_{suffix}");
             client
                 .batch_execute(&format!("ALTER SCHEMA {schema} RENAME TO {renamed}"))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
-            let per_table: Vec<(String, usize)> = dump(&client, &renamed)
+            let per_table: Vec<(String, usize)> = dump(&client, &renamed, &events)
                 .await
                 .split("== ")
                 .filter(|t| !t.is_empty())
