@@ -9,7 +9,9 @@
 //! citizen, a municipality's and a provider's access token, an operator token, no credential
 //! and an expired session are refused, and "not yours" reads exactly like "unknown".
 
-use super::doors_rp::{assert_problem, b64u, es256, json_of, Got};
+use super::doors_rp::{
+    assert_problem, b64u, es256, json_of, weekly_report_counts_a_5000_point_grant, Got,
+};
 use crate::pki::{pki, Card, CardSpec};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -378,32 +380,7 @@ async fn the_point_program_path_over_http_starting_at_the_citizen_door() {
     );
     // ... and the weekly report counts it.
     let schema = app.caught_up_schema("daily_counters").await;
-    let client = app.db.client().await;
-    let report = mykey_projections::reports::weekly::weekly(
-        &client,
-        &mykey_projections::reports::Sources { counters: schema },
-        mykey_projections::models::tokyo_day(Utc::now()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weekly: {e}"));
-    let rows = |metric: &str| {
-        report
-            .rows
-            .iter()
-            .filter(|r| r.metric == metric)
-            .map(|r| format!("{}:{}:{:?}", r.key, r.detail, r.value))
-            .collect::<Vec<_>>()
-    };
-    assert!(
-        rows("points_granted").iter().any(|v| v.contains("5000")),
-        "{:?}",
-        report.rows
-    );
-    assert!(
-        rows("applications").iter().any(|v| v.contains("granted")),
-        "{:?}",
-        report.rows
-    );
+    weekly_report_counts_a_5000_point_grant(&app.db.client().await, schema).await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! that had nothing left to write (a CRL listing certificates already revoked, a renewal
 //! already linked) answers the position of the event that already records it.
 
-use super::doors_rp::{b64u, json_of, new_key, spawn, App, Got, OPERATOR_TOKEN};
+use super::doors_rp::{assert_problem, b64u, json_of, new_key, spawn, App, Got, OPERATOR_TOKEN};
 use crate::pki::{self, pki};
 use mykey_commands::{stream_of, CertificateRef, CommandMeta, RegisterRelyingParty, RpKind};
 use mykey_domain::certificate::{Certificate, CertificateEvent};
@@ -352,19 +352,10 @@ async fn a_retry_the_idempotency_table_forgot_is_still_the_same_command() {
     let (again, again_p) = operator(&app, path, Body::Json(body.clone()), &k).await;
     assert_eq!((again.0, again_p), (201, p), "{:?}", again.2);
     // Another key is another command: refused, the relying party exists.
-    let other = json_of(
-        app.http
-            .post(app.url(path))
-            .header("idempotency-key", key())
-            .bearer_auth(OPERATOR_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
-    assert_eq!(other.0, 409, "{:?}", other.2);
-    assert_eq!(other.2["code"], "RP_ALREADY_REGISTERED", "{:?}", other.2);
+    let other = app
+        .post(path, Some(OPERATOR_TOKEN), Some(&body), &key())
+        .await;
+    assert_problem(&other, 409, "RP_ALREADY_REGISTERED");
 
     let suspend = "/v1/operator/relying-parties/same-command/suspend";
     let k = key();

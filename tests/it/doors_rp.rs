@@ -556,32 +556,7 @@ async fn the_point_program_path_over_the_rp_and_provider_doors_with_tenant_isola
 
     // The weekly report counts the approval and the grant.
     let schema = app.caught_up_schema("daily_counters").await;
-    let client = app.db.client().await;
-    let report = mykey_projections::reports::weekly::weekly(
-        &client,
-        &mykey_projections::reports::Sources { counters: schema },
-        mykey_projections::models::tokyo_day(Utc::now()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weekly: {e}"));
-    let value = |metric: &str| {
-        report
-            .rows
-            .iter()
-            .filter(|r| r.metric == metric)
-            .map(|r| format!("{}:{}:{:?}", r.key, r.detail, r.value))
-            .collect::<Vec<_>>()
-    };
-    assert!(
-        value("points_granted").iter().any(|v| v.contains("5000")),
-        "{:?}",
-        report.rows
-    );
-    assert!(
-        value("applications").iter().any(|v| v.contains("granted")),
-        "{:?}",
-        report.rows
-    );
+    weekly_report_counts_a_5000_point_grant(&app.db.client().await, schema).await;
 
     // PPIDs: the issuing RP sees and revokes its own; any other RP gets the unknown answer.
     let path = format!("/v1/rp/ppids/{ppid}");
@@ -739,4 +714,37 @@ async fn maintenance_notices_as_json_and_as_an_icalendar_feed_that_parses() {
     );
     // Every line is folded to at most 75 octets (RFC 5545 3.1).
     assert!(body.split("\r\n").all(|l| l.len() <= 75), "{body}");
+}
+
+/// This week's point-program report, read from the daily counters in `schema`, counts a granted
+/// application and 5,000 points granted.
+pub(super) async fn weekly_report_counts_a_5000_point_grant(
+    client: &tokio_postgres::Client,
+    schema: String,
+) {
+    let report = mykey_projections::reports::weekly::weekly(
+        client,
+        &mykey_projections::reports::Sources { counters: schema },
+        mykey_projections::models::tokyo_day(Utc::now()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("weekly: {e}"));
+    let rows = |metric: &str| {
+        report
+            .rows
+            .iter()
+            .filter(|r| r.metric == metric)
+            .map(|r| format!("{}:{}:{:?}", r.key, r.detail, r.value))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        rows("points_granted").iter().any(|v| v.contains("5000")),
+        "{:?}",
+        report.rows
+    );
+    assert!(
+        rows("applications").iter().any(|v| v.contains("granted")),
+        "{:?}",
+        report.rows
+    );
 }
