@@ -108,6 +108,20 @@ pub struct LoginResponse {
 }
 
 impl Auth {
+    /// Records that the ID token `jti`, issued to `rp` and valid until `expires_at`, has been
+    /// traded (for a citizen session): true the first time only. The ids share the
+    /// client-assertion single-use store, namespaced so that no assertion id can collide.
+    pub async fn claim_id_token(
+        &self,
+        rp: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool, db::DbError> {
+        self.db
+            .claim_jti(rp, &format!("id-token:{jti}"), expires_at)
+            .await
+    }
+
     /// POST /v1/auth/challenges. Stateless (see [`challenge`]): no storage, never refused
     /// once the RP is authenticated, and not an attempt to audit.
     pub fn challenge(&self, rp_id: &str) -> ChallengeResponse {

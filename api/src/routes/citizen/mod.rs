@@ -239,15 +239,9 @@ async fn exchange(
         Some((subject, holder)) if holder == rp => subject,
         _ => return Err(session::IdTokenError::PpidInactive.problem()),
     };
-    // Single use, claimed last so that a refused exchange does not burn the token. The id is
-    // namespaced: the store also holds the screens' own client-assertion ids.
+    // Single use, claimed last so that a refused exchange does not burn the token.
     let first_use = auth
-        .db
-        .claim_jti(
-            rp,
-            &format!("id-token:{}", id_token.jti),
-            id_token.expires_at,
-        )
+        .claim_id_token(rp, &id_token.jti, id_token.expires_at)
         .await
         .map_err(Problem::unavailable)?;
     if !first_use {
