@@ -171,49 +171,58 @@ async fn dump(
     out
 }
 
-/// Per stream of `p`'s categories, the last position in the log.
-async fn log_heads(client: &tokio_postgres::Client, p: &dyn Projection) -> BTreeMap<String, i64> {
-    let categories: Vec<String> = p.categories().iter().map(|c| c.to_string()).collect();
-    client
-        .query(
-            "SELECT stream_id, max(global_position) FROM events \
-             WHERE split_part(stream_id, '-', 1) = ANY($1) GROUP BY stream_id",
-            &[&categories],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("log heads: {e}"))
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-/// Per stream, the last position `p`'s Kafka-mode schema applied.
-async fn applied(client: &tokio_postgres::Client, p: &dyn Projection) -> BTreeMap<String, i64> {
+/// Per topic partition, the watermark `p`'s Kafka-mode schema holds.
+async fn applied(client: &tokio_postgres::Client, p: &dyn Projection) -> Watermarks {
     client
         .query(
             &format!(
-                "SELECT stream_id, position FROM {}.{APPLIED_TABLE} WHERE position > 0",
+                "SELECT topic, partition, position FROM {}.{APPLIED_TABLE}",
                 schema_name(p)
             ),
             &[],
         )
         .await
-        .unwrap_or_else(|e| panic!("applied positions: {e}"))
+        .unwrap_or_else(|e| panic!("watermarks: {e}"))
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect()
+}
+
+/// Per topic partition, a position (the last applied, or the last there).
+type Watermarks = BTreeMap<(String, i32), i64>;
+
+/// The topics `p` reads.
+fn topics_of(s: &Setup, p: &dyn Projection) -> Vec<String> {
+    p.categories()
+        .iter()
+        .map(|c| message::topic(&s.settings.topic_prefix, c))
+        .collect()
+}
+
+/// Per partition of `p`'s topics, the last position in `all` (every message there).
+fn last_positions(s: &Setup, p: &dyn Projection, all: &Messages) -> Watermarks {
+    let topics = topics_of(s, p);
+    let mut out = Watermarks::new();
+    for ((topic, partition, _), (_, position)) in all {
+        if topics.contains(topic) {
+            let last = out.entry((topic.clone(), *partition)).or_insert(0);
+            *last = (*last).max(*position);
+        }
+    }
+    out
 }
 
 /// Waits until the PostgreSQL runner and the Kafka-mode schemas hold the whole log, then
 /// checks that every Kafka-mode read model equals its PostgreSQL-mode twin.
 async fn assert_identical(s: &Setup, runner: &Projections, head: u64) {
     let client = s.db.client().await;
+    let all = messages(&s.settings, &all_topics(s), count_in(&client, head).await).await;
     for p in kafka_mode() {
         runner
             .wait_for(p.name(), head, WAIT)
             .await
             .unwrap_or_else(|e| panic!("{} (PostgreSQL mode): {e}", p.name()));
-        let want = log_heads(&client, &*p).await;
+        let want = last_positions(s, &*p, &all);
         eventually(
             &format!("{} (Kafka mode) to apply the log", p.name()),
             || {
@@ -352,12 +361,12 @@ fn committed(
         .collect()
 }
 
-/// Every message of `topics`: (topic, partition, offset) → (stream, position).
-async fn messages(
-    settings: &KafkaSettings,
-    topics: &[String],
-    count: usize,
-) -> HashMap<(String, i32, i64), (String, i64)> {
+/// Messages by (topic, partition, offset): (stream, position).
+type Messages = HashMap<(String, i32, i64), (String, i64)>;
+
+/// The messages of `topics` from their start until `count` distinct positions arrived (a
+/// re-sent tail repeats positions).
+async fn messages(settings: &KafkaSettings, topics: &[String], count: usize) -> Messages {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", format!("g{}", Uuid::new_v4().simple()))
@@ -375,15 +384,17 @@ async fn messages(
         .assign(&list)
         .unwrap_or_else(|e| panic!("assign: {e}"));
     let mut out = HashMap::new();
+    let mut positions = std::collections::HashSet::new();
     let deadline = Instant::now() + WAIT;
-    while out.len() < count {
+    while positions.len() < count {
         let wait = deadline.saturating_duration_since(Instant::now());
         let m = match tokio::time::timeout(wait, consumer.recv()).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => panic!("consume: {e}"),
-            Err(_) => panic!("only {} of {count} messages arrived", out.len()),
+            Err(_) => panic!("only {} of {count} positions arrived", positions.len()),
         };
         let e = message::decode(m.payload()).unwrap_or_else(|e| panic!("decode: {e}"));
+        positions.insert(e.global_position);
         out.insert(
             (m.topic().to_owned(), m.partition(), m.offset()),
             (e.stream_id.to_string(), e.global_position as i64),
@@ -403,16 +414,7 @@ async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
     let relay = s.relay().await;
     let runner = s.runner().await;
     let projector = s.projector().await;
-    let topics: Vec<String> = {
-        let mut t: Vec<String> = kafka_mode()
-            .iter()
-            .flat_map(|p| p.categories().iter())
-            .map(|c| message::topic(&s.settings.topic_prefix, c))
-            .collect();
-        t.sort();
-        t.dedup();
-        t
-    };
+    let topics = all_topics(&s);
     let load = {
         let store = s.store.clone();
         tokio::spawn(async move {
@@ -458,16 +460,18 @@ async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
                 continue;
             }
             checked += 1;
-            let category = stream.split('-').next().unwrap_or_default();
             for p in kafka_mode() {
-                if !p.categories().contains(&category) {
+                if !topics_of(&s, &*p).contains(topic) {
                     continue;
                 }
-                let done = positions[p.name()].get(stream).copied().unwrap_or(0);
+                let done = positions[p.name()]
+                    .get(&(topic.clone(), *partition))
+                    .copied()
+                    .unwrap_or(0);
                 assert!(
                     done >= *position,
-                    "{topic}[{partition}] offset {offset} (position {position}) was committed \
-                     before {} applied it (it had {done})",
+                    "{topic}[{partition}] offset {offset} ({stream} at {position}) was committed \
+                     before {} applied it (its watermark was {done})",
                     p.name()
                 );
             }
@@ -499,6 +503,14 @@ async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
         .unwrap_or_else(|e| panic!("projector: {e}"));
     relay.stop().await;
     runner.shutdown().await;
+}
+
+/// Every topic a Kafka-mode projection reads.
+fn all_topics(s: &Setup) -> Vec<String> {
+    let mut t: Vec<String> = kafka_mode().iter().flat_map(|p| topics_of(s, &**p)).collect();
+    t.sort();
+    t.dedup();
+    t
 }
 
 /// Events up to `head` that land in the Kafka-mode projections' topics.

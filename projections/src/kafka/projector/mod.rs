@@ -10,10 +10,10 @@
 //!   [`ProjectorOptions::batch_window`] after its first message, whichever comes first, so
 //!   an event waits at most the window for company. Each projection applies it in one
 //!   transaction of its own schema ([`schema_name`]: the same tables as in PostgreSQL mode,
-//!   plus [`APPLIED_TABLE`]), skipping every event whose position is not above its stream's
-//!   applied one; the batch's offsets are handed to Kafka (an asynchronous commit) only after
+//!   plus [`APPLIED_TABLE`]), skipping every event whose position is not above its
+//!   partition's watermark; the batch's offsets are handed to Kafka (an asynchronous commit) only after
 //!   every running projection's transaction committed. A lost or failed offset commit only
-//!   means redelivery, which the applied positions turn into skipped duplicates: delivery is
+//!   means redelivery, which the watermarks turn into skipped duplicates: delivery is
 //!   at least once, deduplication makes it effectively once.
 //! - **Faults**: a database error that a retry may resolve is retried with back-off (the
 //!   projections that committed skip the batch's events as duplicates the next time). An
@@ -119,9 +119,11 @@ impl From<tokio_postgres::Error> for ProjectorError {
 }
 
 /// The group every projector process of this code joins by default: a new projection
-/// version is a new group, which reads the topics from their start into its new schema.
+/// version (or a new layout of the Kafka-mode schemas) is a new group, which reads the topics
+/// from their start into its new schema.
 pub fn default_group_id(settings: &KafkaSettings, projections: &[Arc<dyn Projection>]) -> String {
     let mut hash = Sha256::new();
+    hash.update(apply::LAYOUT.as_bytes());
     for p in projections {
         hash.update(format!("{}:{};", p.name(), p.version()).as_bytes());
     }

@@ -1,7 +1,7 @@
 //! The projector's loop: collect a batch (bounded in size and in time), apply it to every
 //! running projection, then hand its offsets to an asynchronous commit.
 
-use super::apply::{BatchError, KafkaFollower};
+use super::apply::{BatchError, Delivered, KafkaFollower, Partition};
 use super::context::ProjectorContext;
 use super::metrics::{KafkaRunState, ProjectorMetrics};
 use super::{message, open_follower, ProjectorError, ProjectorOptions, ProjectorStatus};
@@ -9,7 +9,7 @@ use super::{RETRY_MAX, RETRY_MIN};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,27 +34,43 @@ pub(super) struct Projector {
     pub stop: watch::Receiver<bool>,
 }
 
-/// The messages of one batch: events in message order, and the next offset per partition.
+/// The messages of one batch: events in message order, each pointing at its partition in
+/// `partitions`, and per partition the next offset (what the commit hands to Kafka).
 #[derive(Default)]
 struct Batch {
-    events: Vec<mykey_schemas::EventEnvelope>,
-    offsets: BTreeMap<(String, i32), i64>,
+    events: Vec<Delivered>,
+    partitions: Vec<Partition>,
+    next_offsets: Vec<i64>,
 }
 
 impl Batch {
     fn push(&mut self, m: &impl Message) -> Result<(), ProjectorError> {
-        let event = message::decode(m.payload()).map_err(|e| ProjectorError::Message {
+        let envelope = message::decode(m.payload()).map_err(|e| ProjectorError::Message {
             topic: m.topic().to_owned(),
             partition: m.partition(),
             offset: m.offset(),
             reason: e.to_string(),
         })?;
-        self.events.push(event);
-        let next = self
-            .offsets
-            .entry((m.topic().to_owned(), m.partition()))
-            .or_insert(0);
-        *next = (*next).max(m.offset() + 1);
+        // A batch holds a handful of partitions: a scan beats a map.
+        let partition = match self
+            .partitions
+            .iter()
+            .position(|(t, p)| *p == m.partition() && t == m.topic())
+        {
+            Some(i) => i,
+            None => {
+                self.partitions.push((m.topic().to_owned(), m.partition()));
+                self.next_offsets.push(0);
+                self.partitions.len() - 1
+            }
+        };
+        if let Some(next) = self.next_offsets.get_mut(partition) {
+            *next = (*next).max(m.offset() + 1);
+        }
+        self.events.push(Delivered {
+            envelope,
+            partition,
+        });
         Ok(())
     }
 }
@@ -142,7 +158,7 @@ impl Projector {
                 self.followers
                     .iter_mut()
                     .filter(|m| !m.failed)
-                    .map(|m| async { (m.follower.apply(&batch.events).await, m) }),
+                    .map(|m| async { (m.follower.apply(&batch.events, &batch.partitions).await, m) }),
             )
             .await;
             let mut transient = None;
@@ -187,8 +203,8 @@ impl Projector {
                 self.stop_projection(name, topics, position, event_type, error);
             }
             let Some(error) = transient else {
-                for e in &batch.events {
-                    let delay = (now - e.recorded_at).num_microseconds().unwrap_or(0);
+                for d in &batch.events {
+                    let delay = (now - d.envelope.recorded_at).num_microseconds().unwrap_or(0);
                     self.metrics.commit_delay.observe(delay.max(0) as f64 / 1e6);
                 }
                 return Ok(true);
@@ -266,7 +282,7 @@ impl Projector {
     /// duplicates. Topics a stopped projection reads are left out.
     fn commit(&self, batch: &Batch) {
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), next) in &batch.offsets {
+        for ((topic, partition), next) in batch.partitions.iter().zip(&batch.next_offsets) {
             if self.frozen.contains(topic) {
                 continue;
             }
