@@ -507,7 +507,10 @@ async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
 
 /// Every topic a Kafka-mode projection reads.
 fn all_topics(s: &Setup) -> Vec<String> {
-    let mut t: Vec<String> = kafka_mode().iter().flat_map(|p| topics_of(s, &**p)).collect();
+    let mut t: Vec<String> = kafka_mode()
+        .iter()
+        .flat_map(|p| topics_of(s, &**p))
+        .collect();
     t.sort();
     t.dedup();
     t

@@ -158,7 +158,9 @@ impl Projector {
                 self.followers
                     .iter_mut()
                     .filter(|m| !m.failed)
-                    .map(|m| async { (m.follower.apply(&batch.events, &batch.partitions).await, m) }),
+                    .map(|m| async {
+                        (m.follower.apply(&batch.events, &batch.partitions).await, m)
+                    }),
             )
             .await;
             let mut transient = None;
@@ -204,7 +206,9 @@ impl Projector {
             }
             let Some(error) = transient else {
                 for d in &batch.events {
-                    let delay = (now - d.envelope.recorded_at).num_microseconds().unwrap_or(0);
+                    let delay = (now - d.envelope.recorded_at)
+                        .num_microseconds()
+                        .unwrap_or(0);
                     self.metrics.commit_delay.observe(delay.max(0) as f64 / 1e6);
                 }
                 return Ok(true);
