@@ -21,10 +21,16 @@
 //! read model (p50/p99/max; the stamp is taken just before the batch's last statements and
 //! its commit, so it understates visibility by that commit, a few ms).
 //!
+//! It also prints the CPU each part spent per appended event during the load (this process,
+//! PostgreSQL, the broker; `relay/cpu.rs`): on 2 shared cores their sum bounds what the whole
+//! path can carry.
+//!
 //! Then the relay's own capacity: a backlog of `MYKEY_BENCH_BACKLOG` (default 500,000) events
 //! is appended without a relay for it, and a relay with a fresh topic prefix publishes the
 //! whole log from position 1 with nothing else running; prints events/s acknowledged by the
 //! broker. (The live phase cannot show the relay's limit: there the generator is the limit.)
+//! Last, the projector's own capacity: a projector in a fresh group applies everything that
+//! relay published to a fresh Kafka-mode schema, with nothing else running.
 
 use mykey_domain::ppid::{PpidAggregate, PpidEvent};
 use mykey_domain::{Aggregate, Ppid, RelyingPartyId, SubjectId};
@@ -54,6 +60,8 @@ macro_rules! say {
 
 #[path = "relay/capacity.rs"]
 mod capacity;
+#[path = "relay/cpu.rs"]
+mod cpu;
 
 /// Concurrent appending tasks, as in `store/benches/append.rs`.
 const TASKS: usize = 64;
@@ -70,16 +78,19 @@ const BENCH_SEEN_DDL: &str = "CREATE TABLE bench_seen (
         seen_at     timestamptz NOT NULL DEFAULT clock_timestamp()
     )";
 
-/// The real `ppids` read model plus one `bench_seen` row per event, in Kafka mode.
+/// The real `ppids` read model plus one `bench_seen` row per event, in Kafka mode, under
+/// `name` (each phase fills a schema of its own).
 struct BenchPpids {
+    name: &'static str,
     migrations: &'static [&'static str],
 }
 
 impl BenchPpids {
-    fn new() -> BenchPpids {
+    fn new(name: &'static str) -> BenchPpids {
         let mut all: Vec<&'static str> = Ppids.migrations().to_vec();
         all.push(BENCH_SEEN_DDL);
         BenchPpids {
+            name,
             migrations: Box::leak(all.into_boxed_slice()),
         }
     }
@@ -87,7 +98,7 @@ impl BenchPpids {
 
 impl Projection for BenchPpids {
     fn name(&self) -> &'static str {
-        "bench_ppids"
+        self.name
     }
     fn version(&self) -> u32 {
         1
@@ -217,7 +228,7 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     let relay = kafka::start(store.clone(), config.clone(), settings.clone(), &registry)
         .await
         .map_err(|e| e.to_string())?;
-    let bench_projection: Arc<dyn Projection> = Arc::new(BenchPpids::new());
+    let bench_projection: Arc<dyn Projection> = Arc::new(BenchPpids::new("bench_ppids"));
     let schema = schema_name(&*bench_projection);
     let projector = projector::start(
         config.clone(),
@@ -257,6 +268,7 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     );
     let published_before = relay.metrics().published.get();
     let written = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu::Cpu::now();
     let start = Instant::now();
     let load_end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -308,6 +320,7 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         t.await.map_err(|e| e.to_string())??;
     }
     let load_secs = start.elapsed().as_secs_f64();
+    let cpu_during = cpu::Cpu::now().report(&cpu_before, written.load(Ordering::Relaxed));
     let published_during = relay.metrics().published.get() - published_before;
     let head = store.head().await.map_err(|e| e.to_string())?;
     let drain_start = Instant::now();
@@ -386,8 +399,10 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         applying,
         applying * 1e3 / batches.max(1) as f64,
     );
+    say!("RESULT load: {cpu_during}");
     relay.stop().await;
-    capacity::capacity(&store, config, settings).await
+    let (published, head) = capacity::capacity(&store, config.clone(), settings).await?;
+    capacity::projector_capacity(config, published, head).await
 }
 
 async fn admin() -> Result<tokio_postgres::Client, String> {

@@ -1,7 +1,11 @@
-//! The relay bench's capacity phase: the relay alone publishing a pre-appended backlog.
+//! The relay bench's capacity phases: the relay alone publishing a pre-appended backlog, then
+//! a projector alone applying what it published.
 
-use super::{request, DRAIN_LIMIT};
+use super::cpu::Cpu;
+use super::{request, BenchPpids, DRAIN_LIMIT};
+use mykey_projections::kafka::projector::{self, schema_name, ProjectorOptions};
 use mykey_projections::kafka::{self, KafkaSettings};
+use mykey_projections::Projection;
 use mykey_store::pg::PgEventStore;
 use mykey_store::{AppendRequest, EventStore};
 use rand::{Rng, SeedableRng};
@@ -28,11 +32,13 @@ fn backlog_request(rng: &mut impl Rng) -> Result<AppendRequest, String> {
 /// then a relay with a fresh topic prefix publishes the whole log from position 1 (nothing
 /// else runs meanwhile). Events/s = the log's head / the time until the broker acknowledged
 /// it (the relay's `acknowledged_position`).
+///
+/// Returns the fresh prefix's settings and the head it holds, for [`projector_capacity`].
 pub(super) async fn capacity(
     store: &PgEventStore,
     config: tokio_postgres::Config,
     settings: KafkaSettings,
-) -> Result<(), String> {
+) -> Result<(KafkaSettings, u64), String> {
     let backlog: u64 = std::env::var("MYKEY_BENCH_BACKLOG")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -71,7 +77,7 @@ pub(super) async fn capacity(
     };
     let registry = prometheus::Registry::new();
     let started = Instant::now();
-    let relay = kafka::start(store.clone(), config, settings, &registry)
+    let relay = kafka::start(store.clone(), config, settings.clone(), &registry)
         .await
         .map_err(|e| e.to_string())?;
     let deadline = started + DRAIN_LIMIT;
@@ -100,5 +106,78 @@ pub(super) async fn capacity(
         head as f64 / secs
     );
     relay.stop().await;
+    Ok((settings, head))
+}
+
+/// The Kafka projector's own capacity: a projector in a fresh group applies the whole log the
+/// capacity phase published (`head` events under `settings`' prefix) to a fresh Kafka-mode
+/// schema, with nothing else running. Events/s = `head` / the time until the last one is in
+/// the read model (projector start and the consumer group's join included).
+pub(super) async fn projector_capacity(
+    config: tokio_postgres::Config,
+    settings: KafkaSettings,
+    head: u64,
+) -> Result<(), String> {
+    say!("== projector capacity: a fresh group applies the {head} published events");
+    let projection: Arc<dyn Projection> = Arc::new(BenchPpids::new("bench_ppids_capacity"));
+    let count_sql = format!(
+        "SELECT count(*) FROM {}.bench_seen",
+        schema_name(&*projection)
+    );
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let cpu_before = Cpu::now();
+    let started = Instant::now();
+    let projector = projector::start(
+        config,
+        settings,
+        &[projection],
+        ProjectorOptions::default(),
+        &prometheus::Registry::new(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let deadline = started + DRAIN_LIMIT;
+    let target = i64::try_from(head).unwrap_or(i64::MAX);
+    let mut next_report = started + Duration::from_secs(1);
+    loop {
+        let applied: i64 = match client.query_one(&count_sql, &[]).await {
+            Ok(row) => row.try_get(0).map_err(|e| e.to_string())?,
+            // The schema appears once the projector opened it.
+            Err(_) => 0,
+        };
+        if applied >= target {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the projector applied {applied} of {head} events within {DRAIN_LIMIT:?}"
+            ));
+        }
+        if Instant::now() >= next_report {
+            say!(
+                "  {:>3.0}s  applied {applied:>9}",
+                started.elapsed().as_secs_f64()
+            );
+            next_report += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = Cpu::now().report(&cpu_before, head);
+    let (batches, applying) = (
+        projector.metrics().batches.get(),
+        projector.metrics().apply_seconds.get_sample_sum(),
+    );
+    projector.stop().await.map_err(|e| e.to_string())?;
+    say!(
+        "RESULT projector capacity: {head} events applied from Kafka in {secs:.2} s: {:.0} \
+         events/s ({batches} batches, {:.1} ms each); {cpu}",
+        head as f64 / secs,
+        applying * 1e3 / batches.max(1) as f64,
+    );
     Ok(())
 }
