@@ -6,7 +6,8 @@
 //! (created, then dropped). Kafka: `MYKEY_BENCH_KAFKA_BROKERS` (or `MYKEY_TEST_KAFKA_BROKERS`),
 //! else a tansu started with `scripts/kafka-broker start` and stopped at the end.
 //! `MYKEY_BENCH_SECS` (default 10) sets the load's length; `KAFKA_PARTITIONS` (default 6);
-//! `MYKEY_BENCH_RATE` (events/s, default: as fast as the 64 tasks go) offers a fixed load
+//! `MYKEY_BENCH_TASKS` (default 64) sets the appending tasks; `MYKEY_BENCH_RATE` (events/s,
+//! default: as fast as the tasks go) offers a fixed load
 //! instead, so the lag is measured below saturation (at saturation it is only queueing: the
 //! generator, PostgreSQL, tansu, the relay and the projector share the same cores).
 //!
@@ -63,7 +64,8 @@ mod capacity;
 #[path = "relay/cpu.rs"]
 mod cpu;
 
-/// Concurrent appending tasks, as in `store/benches/append.rs`.
+/// Concurrent appending tasks by default, as in `store/benches/append.rs`
+/// (`MYKEY_BENCH_TASKS` overrides: at a fixed rate, each task must keep up with its share).
 const TASKS: usize = 64;
 /// The one category (topic) of the load.
 const CATEGORY: &str = PpidAggregate::CATEGORY;
@@ -211,6 +213,11 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|r: &f64| *r > 0.0);
+    let tasks_n: usize = std::env::var("MYKEY_BENCH_TASKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(TASKS);
     let partitions = std::env::var("KAFKA_PARTITIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -262,7 +269,7 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     ));
 
     say!(
-        "== relay: {TASKS} tasks appending single-event commands for {secs} s, {partitions} \
+        "== relay: {tasks_n} tasks appending single-event commands for {secs} s, {partitions} \
          partitions, offered rate {}",
         rate.map_or("unlimited".to_owned(), |r| format!("{r:.0} events/s"))
     );
@@ -272,13 +279,13 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     let start = Instant::now();
     let load_end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
-    for t in 0..TASKS {
+    for t in 0..tasks_n {
         let (store, written) = (store.clone(), written.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64 + 1);
             // Each task offers its share of the rate; a late append does not bunch the next.
             let mut pace = rate.map(|r| {
-                let mut i = tokio::time::interval(Duration::from_secs_f64(TASKS as f64 / r));
+                let mut i = tokio::time::interval(Duration::from_secs_f64(tasks_n as f64 / r));
                 i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 i
             });

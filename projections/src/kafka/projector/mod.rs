@@ -27,6 +27,7 @@
 
 mod apply;
 mod context;
+mod lane;
 mod metrics;
 mod run;
 
@@ -62,6 +63,11 @@ pub const DEFAULT_BATCH_MAX: usize = 1_000;
 /// transaction (and one fsync) per event.
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(5);
 
+/// Connections (and concurrent transactions) per projection: a batch's partitions are split
+/// between them. Two let PostgreSQL apply on both cores of a small machine; more pay off only
+/// with more cores (each is a connection per projection per projector process).
+pub const DEFAULT_LANES: usize = 2;
+
 /// The consumer's longest fetch wait (librdkafka's default of 500 ms would be all lag).
 const FETCH_WAIT_MS: &str = "10";
 
@@ -78,6 +84,8 @@ pub struct ProjectorOptions {
     pub batch_max: usize,
     /// ... or this long after its first message ([`DEFAULT_BATCH_WINDOW`]).
     pub batch_window: Duration,
+    /// Connections per projection ([`DEFAULT_LANES`]; at least 1).
+    pub lanes: usize,
 }
 
 impl Default for ProjectorOptions {
@@ -86,6 +94,7 @@ impl Default for ProjectorOptions {
             group_id: None,
             batch_max: DEFAULT_BATCH_MAX,
             batch_window: DEFAULT_BATCH_WINDOW,
+            lanes: DEFAULT_LANES,
         }
     }
 }
@@ -250,7 +259,7 @@ pub async fn start(
     let mut followers = Vec::new();
     let mut statuses = Vec::new();
     for p in &projections {
-        followers.push(open_follower(&pg, p.clone()).await?);
+        followers.push(open_follower(&pg, p.clone(), options.lanes).await?);
         metrics.init(p.name());
         statuses.push(KafkaProjectionStatus {
             name: p.name(),
@@ -334,7 +343,11 @@ pub async fn start(
 async fn open_follower(
     pg: &tokio_postgres::Config,
     p: Arc<dyn Projection>,
+    lanes: usize,
 ) -> Result<KafkaFollower, tokio_postgres::Error> {
-    let client = crate::runner::connect(pg, &format!("kafka-{}", p.name())).await?;
-    KafkaFollower::open(client, p).await
+    let mut clients = Vec::new();
+    for lane in 0..lanes.max(1) {
+        clients.push(crate::runner::connect(pg, &format!("kafka-{}-{lane}", p.name())).await?);
+    }
+    KafkaFollower::open(clients, p).await
 }

@@ -267,7 +267,8 @@ impl Projector {
         for member in &mut self.followers {
             let follower = &mut member.follower;
             if follower.is_closed() {
-                match open_follower(&self.pg, follower.projection.clone()).await {
+                match open_follower(&self.pg, follower.projection.clone(), self.options.lanes).await
+                {
                     Ok(f) => *follower = f,
                     Err(e) => tracing::warn!(
                         projection = follower.projection.name(),
