@@ -120,10 +120,7 @@ pub(super) async fn projector_capacity(
 ) -> Result<(), String> {
     say!("== projector capacity: a fresh group applies the {head} published events");
     let projection: Arc<dyn Projection> = Arc::new(BenchPpids::new("bench_ppids_capacity"));
-    let count_sql = format!(
-        "SELECT count(*) FROM {}.bench_seen",
-        schema_name(&*projection)
-    );
+    let count_sql = format!("SELECT count(*) FROM {}.ppid", schema_name(&*projection));
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
