@@ -3,15 +3,26 @@
 //! On a machine whose cores all of them share, their sum per event bounds the load the whole
 //! path can carry, whatever any one part does.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-/// Cumulative CPU seconds at one moment.
-#[derive(Debug, Clone, Copy)]
+/// Cumulative CPU ticks at one moment, per process: a part's time is summed over its
+/// processes' own differences, so one that exits meanwhile (a connection closed, the previous
+/// run's broker shutting down) takes nothing away.
+#[derive(Debug, Clone)]
 pub(super) struct Cpu {
     at: Instant,
-    this: f64,
-    postgres: f64,
-    broker: f64,
+    tick: f64,
+    this: u64,
+    postgres: HashMap<u32, u64>,
+    broker: HashMap<u32, u64>,
+}
+
+/// Ticks spent since `before` by the processes of `now`.
+fn spent(now: &HashMap<u32, u64>, before: &HashMap<u32, u64>) -> u64 {
+    now.iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
@@ -40,42 +51,45 @@ fn stat(path: &std::path::Path) -> Option<(String, u64)> {
 
 impl Cpu {
     pub(super) fn now() -> Cpu {
-        let tick = ticks_per_second();
-        let (mut postgres, mut broker) = (0u64, 0u64);
+        let (mut postgres, mut broker) = (HashMap::new(), HashMap::new());
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
                 if let Some((name, ticks)) = stat(&entry.path().join("stat")) {
                     match name.as_str() {
-                        "postgres" => postgres += ticks,
-                        "tansu" => broker += ticks,
+                        "postgres" => {
+                            postgres.insert(pid, ticks);
+                        }
+                        "tansu" => {
+                            broker.insert(pid, ticks);
+                        }
                         _ => {}
                     }
                 }
             }
         }
-        let this = stat(std::path::Path::new("/proc/self/stat")).map_or(0, |(_, t)| t);
         Cpu {
             at: Instant::now(),
-            this: this as f64 / tick,
-            postgres: postgres as f64 / tick,
-            broker: broker as f64 / tick,
+            tick: ticks_per_second(),
+            this: stat(std::path::Path::new("/proc/self/stat")).map_or(0, |(_, t)| t),
+            postgres,
+            broker,
         }
     }
 
     /// What each part spent since `before`, per event of `events`, as one line.
     pub(super) fn report(&self, before: &Cpu, events: u64) -> String {
-        let per = |now: f64, then: f64| (now - then).max(0.0) * 1e6 / events.max(1) as f64;
-        let (this, postgres, broker) = (
-            per(self.this, before.this),
-            per(self.postgres, before.postgres),
-            per(self.broker, before.broker),
-        );
+        let seconds = [
+            self.this.saturating_sub(before.this),
+            spent(&self.postgres, &before.postgres),
+            spent(&self.broker, &before.broker),
+        ]
+        .map(|ticks| ticks as f64 / self.tick);
+        let [this, postgres, broker] = seconds.map(|s| s * 1e6 / events.max(1) as f64);
         let total = this + postgres + broker;
-        let busy = (self.this + self.postgres + self.broker
-            - before.this
-            - before.postgres
-            - before.broker)
-            / self.at.duration_since(before.at).as_secs_f64();
+        let busy = seconds.iter().sum::<f64>() / self.at.duration_since(before.at).as_secs_f64();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         format!(
             "CPU per event: this process {this:.0} µs, PostgreSQL {postgres:.0} µs, broker \
