@@ -312,6 +312,24 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         stop_consumer.clone(),
         consumed.clone(),
     ));
+    // Both readers hold their partitions before the load starts: otherwise the first half
+    // second of the load waits for the consumer's and the group's start-up, and that is what
+    // their p99 would show.
+    let applied_sql = format!("SELECT count(*) FROM {schema}.ppid");
+    loop {
+        let applied: i64 = match client.query_one(&applied_sql, &[]).await {
+            Ok(row) => row.try_get(0).map_err(|e| e.to_string())?,
+            // The schema appears once the projector opened it.
+            Err(_) => 0,
+        };
+        if applied >= 1 && consumed.load(Ordering::Relaxed) >= 1 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the consumer or the projector did not read the first event".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     say!(
         "== relay: {tasks_n} tasks appending single-event commands for {secs} s, {partitions} \
@@ -390,7 +408,6 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let applied_sql = format!("SELECT count(*) FROM {schema}.ppid");
     loop {
         let n: i64 = client
             .query_one(&applied_sql, &[])
