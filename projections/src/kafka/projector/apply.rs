@@ -20,7 +20,7 @@
 use super::lane::Lane;
 use crate::exec::create_schema;
 use crate::Projection;
-use mykey_schemas::EventEnvelope;
+use mykey_schemas::{decode_any, AnyEvent, EventEnvelope};
 use std::sync::Arc;
 use tokio_postgres::Client;
 
@@ -50,11 +50,25 @@ pub fn schema_name(p: &dyn Projection) -> String {
 /// A topic partition, as the batch numbers them.
 pub(crate) type Partition = (String, i32);
 
-/// One message of a batch: the event and the index of its partition in the batch's list.
+/// One message of a batch: the event (decoded once for every projection that reads it; a
+/// payload its schema cannot read is each such projection's poison) and the index of its
+/// partition in the batch's list.
 #[derive(Debug)]
 pub(crate) struct Delivered {
     pub envelope: EventEnvelope,
+    pub event: Result<AnyEvent, String>,
     pub partition: usize,
+}
+
+impl Delivered {
+    pub fn new(envelope: EventEnvelope, partition: usize) -> Delivered {
+        let event = decode_any(&envelope).map_err(|e| e.to_string());
+        Delivered {
+            envelope,
+            event,
+            partition,
+        }
+    }
 }
 
 /// Why a projection's batch did not commit.

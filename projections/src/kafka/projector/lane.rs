@@ -5,7 +5,6 @@ use super::apply::{Applied, BatchError, Delivered, Partition};
 use crate::exec::{ExecError, Executor};
 use crate::runner::describe;
 use crate::{Change, Projection, Recorded};
-use mykey_schemas::decode_any;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
@@ -104,16 +103,10 @@ impl Lane {
                 event_type: envelope.event_type.clone(),
                 error,
             };
-            let event = decode_any(envelope).map_err(|e| poison(e.to_string()))?;
+            let event = delivered.event.as_ref().map_err(|e| poison(e.clone()))?;
             let before = self.changes.len();
             projection
-                .apply(
-                    Recorded {
-                        envelope,
-                        event: &event,
-                    },
-                    &mut self.changes,
-                )
+                .apply(Recorded { envelope, event }, &mut self.changes)
                 .map_err(|e| poison(e.to_string()))?;
             self.owners
                 .extend(std::iter::repeat_n(i, self.changes.len() - before));

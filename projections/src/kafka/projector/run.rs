@@ -67,10 +67,7 @@ impl Batch {
         if let Some(next) = self.next_offsets.get_mut(partition) {
             *next = (*next).max(m.offset() + 1);
         }
-        self.events.push(Delivered {
-            envelope,
-            partition,
-        });
+        self.events.push(Delivered::new(envelope, partition));
         Ok(())
     }
 }
