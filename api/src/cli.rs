@@ -101,10 +101,16 @@ pub enum Command {
     /// and a running relay): several projector processes share the topics' partitions as one
     /// consumer group; the others (daily_counters) stay with the server's PostgreSQL runner.
     Projector {
-        /// The consumer group (default: `<prefix>.projector.<hash of projection versions>`, so
-        /// a new projection version starts a new group that reads the topics from the start).
+        /// The consumer group (default: `<prefix>.projector.<hash of the schema layout and
+        /// projection versions>`, so a new projection version starts a new group that reads
+        /// the topics from the start).
         #[arg(long)]
         group: Option<String>,
+        /// Connections per projection: a batch's partitions are split between them and applied
+        /// at once. 2 suits a small database host; more pay off only with more of its cores.
+        #[arg(long, default_value_t = mykey_projections::kafka::projector::DEFAULT_LANES as u16,
+              value_parser = clap::value_parser!(u16).range(1..=64))]
+        lanes: u16,
     },
     /// Rebuild one projection from position 1 into fresh tables while the current ones keep
     /// serving, then switch readers to it (progress bar on a terminal, plain lines otherwise).

@@ -309,3 +309,32 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
         .unwrap_or_else(|e| panic!("projector: {e}"));
     relay.stop().await;
 }
+
+/// `mykey-server projector --lanes N`: connections per projection, 1 to 64, default
+/// `DEFAULT_LANES`; anything else is refused before anything starts.
+#[test]
+fn the_projector_takes_its_lanes_from_the_command_line_within_bounds() {
+    use clap::Parser;
+    use mykey_api::cli::{Cli, Command};
+    let lanes = |args: &[&str]| {
+        Cli::try_parse_from(["mykey-server", "projector"].iter().chain(args)).map(|cli| {
+            match cli.command {
+                Some(Command::Projector { lanes, .. }) => usize::from(lanes),
+                other => panic!("not the projector: {other:?}"),
+            }
+        })
+    };
+    assert_eq!(lanes(&[]).ok(), Some(projector::DEFAULT_LANES));
+    assert_eq!(lanes(&["--lanes", "1"]).ok(), Some(1));
+    assert_eq!(lanes(&["--lanes", "64"]).ok(), Some(64));
+    for refused in ["0", "65", "two"] {
+        let kind = lanes(&["--lanes", refused]).map_err(|e| e.kind());
+        assert!(
+            matches!(
+                kind,
+                Err(clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::InvalidValue)
+            ),
+            "--lanes {refused}: {kind:?}"
+        );
+    }
+}

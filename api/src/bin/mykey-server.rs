@@ -91,7 +91,9 @@ async fn run(command: Option<Command>) -> Result<(), Box<dyn std::error::Error>>
     }
     let result = match &command {
         Some(Command::Relay) => relay(&settings, pg_config).await,
-        Some(Command::Projector { group }) => projector(&settings, pg_config, group.clone()).await,
+        Some(Command::Projector { group, lanes }) => {
+            projector(&settings, pg_config, group.clone(), usize::from(*lanes)).await
+        }
         Some(cmd) => mykey_api::cli::run_command(&settings, pg_config, cmd).await,
         None => serve(&settings, pg_config).await,
     };
@@ -144,6 +146,7 @@ async fn projector(
     settings: &Settings,
     pg_config: tokio_postgres::Config,
     group: Option<String>,
+    lanes: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use mykey_projections::kafka::projector::{self, ProjectorOptions};
     let kafka = settings
@@ -152,6 +155,7 @@ async fn projector(
         .ok_or("projector mode needs KAFKA_BROKERS")?;
     let options = ProjectorOptions {
         group_id: group,
+        lanes,
         ..Default::default()
     };
     let registry = prometheus::Registry::new();
