@@ -312,7 +312,7 @@ impl Auth {
         authorization: Option<&str>,
         endpoint: &'static str,
         ctx: &Ctx,
-    ) -> Result<String, ClientAuthError> {
+    ) -> Result<identity::RelyingPartyId, ClientAuthError> {
         let result = self.authenticate(authorization).await;
         if let Err(e) = &result {
             self.refuse(ctx, endpoint, None, e).await;
@@ -324,7 +324,7 @@ impl Auth {
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
-    ) -> Result<String, ClientAuthError> {
+    ) -> Result<identity::RelyingPartyId, ClientAuthError> {
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
@@ -336,7 +336,7 @@ impl Auth {
             if now > hit.1 {
                 return Err(invalid());
             }
-            self.active_rp(&hit.0).await?;
+            self.active_rp(hit.0.as_str()).await?;
             return Ok(hit.0);
         }
         let jws = Parsed::parse(token).map_err(|_| invalid())?;
@@ -354,13 +354,13 @@ impl Auth {
         {
             return Err(invalid());
         }
-        self.active_rp(&claims.sub).await?;
+        let rp = self.active_rp(&claims.sub).await?;
         if self.verified_tokens.len() >= MAX_VERIFIED_TOKENS {
             self.verified_tokens.clear();
         }
         self.verified_tokens
-            .insert(token.to_owned(), (claims.sub.clone(), claims.exp));
-        Ok(claims.sub)
+            .insert(token.to_owned(), (rp.id.clone(), claims.exp));
+        Ok(rp.id)
     }
 }
 

@@ -117,7 +117,7 @@ pub struct Auth {
     /// Access tokens whose signature and claims already verified: token → (RP id, exp).
     /// A token is immutable, so its verification result is too; expiry and the RP's status
     /// are still checked on every request.
-    verified_tokens: dashmap::DashMap<String, (String, i64)>,
+    verified_tokens: dashmap::DashMap<String, (identity::RelyingPartyId, i64)>,
     /// Certificates that passed path and profile checks, by SHA-256 of their DER. Those
     /// results depend only on the bytes and the anchors (fixed for the process); time
     /// validity and revocation are still checked on every login.

@@ -1,7 +1,7 @@
 //! Challenges and the two citizen-card logins (PIN and かざし): certificate checks, the
 //! write model's PPID, the ID token.
 
-use super::identity::{parse_rp_id, CertificateRef, RelyingPartyId, RequestActor};
+use super::identity::{CertificateRef, RelyingPartyId, RequestActor};
 use super::*;
 
 /// Why a login (PIN or かざし) was refused. Each has a stable code ([`LoginError::code`]); the
@@ -113,19 +113,21 @@ impl Auth {
     /// client-assertion single-use store, namespaced so that no assertion id can collide.
     pub async fn claim_id_token(
         &self,
-        rp: &str,
+        rp: &RelyingPartyId,
         jti: &str,
         expires_at: i64,
     ) -> Result<bool, db::DbError> {
         self.db
-            .claim_jti(rp, &format!("id-token:{jti}"), expires_at)
+            .claim_jti(rp.as_str(), &format!("id-token:{jti}"), expires_at)
             .await
     }
 
     /// POST /v1/auth/challenges. Stateless (see [`challenge`]): no storage, never refused
     /// once the RP is authenticated, and not an attempt to audit.
-    pub fn challenge(&self, rp_id: &str) -> ChallengeResponse {
-        let c = self.challenges.issue(rp_id, self.settings.clock.now_ms());
+    pub fn challenge(&self, rp: &RelyingPartyId) -> ChallengeResponse {
+        let c = self
+            .challenges
+            .issue(rp.as_str(), self.settings.clock.now_ms());
         ChallengeResponse {
             challenge_id: c.token,
             nonce: challenge::b64(&c.nonce),
@@ -211,22 +213,20 @@ impl Auth {
     /// POST /v1/auth/login (PIN).
     pub async fn pin_login(
         &self,
-        rp_id: &str,
+        rp: &RelyingPartyId,
         body: LoginBody,
         ctx: &Ctx,
     ) -> Result<LoginResponse, LoginError> {
         let mut fingerprint = None;
-        let result = self
-            .pin_login_inner(rp_id, body, ctx, &mut fingerprint)
-            .await;
+        let result = self.pin_login_inner(rp, body, ctx, &mut fingerprint).await;
         self.count(&result, &self.metrics.pin_logins);
-        self.finish(ctx, "auth.login", Some(rp_id), fingerprint, result)
+        self.finish(ctx, "auth.login", Some(rp.as_str()), fingerprint, result)
             .await
     }
 
     async fn pin_login_inner(
         &self,
-        rp_id: &str,
+        rp: &RelyingPartyId,
         body: LoginBody,
         ctx: &Ctx,
         fingerprint: &mut Option<String>,
@@ -237,9 +237,11 @@ impl Auth {
         let signature = b64_std(&body.signature)
             .filter(|s| !s.is_empty() && s.len() <= MAX_SIGNATURE_BYTES)
             .ok_or(LoginError::SignatureMalformed)?;
-        let opened =
-            self.challenges
-                .open(&body.challenge_id, rp_id, self.settings.clock.now_ms())?;
+        let opened = self.challenges.open(
+            &body.challenge_id,
+            rp.as_str(),
+            self.settings.clock.now_ms(),
+        )?;
         // Consumed before the certificate is checked: a failed attempt burns its challenge.
         // The claim is the one database write of a challenge: any instance, exactly once.
         let fresh = self
@@ -255,14 +257,12 @@ impl Auth {
         if !cert.verify_signature(&nonce, &signature) {
             return Err(LoginError::SignatureInvalid);
         }
-        // The id of an authenticated RP (its access token's subject), parsed once here.
-        let rp = parse_rp_id(rp_id)?;
-        let actor = relying_party_actor(&rp, ctx);
+        let actor = relying_party_actor(rp, ctx);
         let ppid = self
             .identity
-            .register_login(&certificate_ref(&cert)?, &rp, &actor)
+            .register_login(&certificate_ref(&cert)?, rp, &actor)
             .await?;
-        let (id_token, exp) = self.id_token(rp_id, &ppid, ACR_PIN)?;
+        let (id_token, exp) = self.id_token(rp.as_str(), &ppid, ACR_PIN)?;
         Ok(LoginResponse {
             id_token,
             ppid,
@@ -274,7 +274,7 @@ impl Auth {
     /// POST /v1/auth/kazashi.
     pub async fn kazashi(
         &self,
-        rp_id: &str,
+        rp: &RelyingPartyId,
         body: KazashiBody,
         ctx: &Ctx,
     ) -> Result<LoginResponse, LoginError> {
@@ -286,10 +286,10 @@ impl Auth {
             let cert = self.check_certificate(&der, &fp)?;
             let ppid = self
                 .identity
-                .active_ppid(&certificate_ref(&cert)?, &parse_rp_id(rp_id)?)
+                .active_ppid(&certificate_ref(&cert)?, rp)
                 .await?
                 .ok_or(LoginError::NotRegistered)?;
-            let (id_token, exp) = self.id_token(rp_id, &ppid, ACR_KAZASHI)?;
+            let (id_token, exp) = self.id_token(rp.as_str(), &ppid, ACR_KAZASHI)?;
             Ok(LoginResponse {
                 id_token,
                 ppid,
@@ -299,7 +299,7 @@ impl Auth {
         }
         .await;
         self.count(&result, &self.metrics.kazashi_logins);
-        self.finish(ctx, "auth.kazashi", Some(rp_id), fingerprint, result)
+        self.finish(ctx, "auth.kazashi", Some(rp.as_str()), fingerprint, result)
             .await
     }
 

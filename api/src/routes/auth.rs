@@ -2,6 +2,7 @@
 //! endpoint needs an access token from /v1/oauth/token.
 
 use super::oauth::ctx;
+use crate::auth::identity::RelyingPartyId;
 use crate::auth::{Auth, Ctx, KazashiBody, LoginBody};
 use crate::errors::Problem;
 use crate::http::openapi::ProblemResponse;
@@ -50,11 +51,11 @@ pub async fn challenge(auth: web::Data<Auth>, req: HttpRequest) -> Result<HttpRe
 }
 
 /// A relying party as the access log records it.
-fn rp_principal(rp: &str) -> Principal {
+pub(super) fn rp_principal(rp: &RelyingPartyId) -> Principal {
     Principal {
-        id: rp.to_owned(),
+        id: rp.as_str().to_owned(),
         role: "relying_party".to_owned(),
-        rp: Some(rp.to_owned()),
+        rp: Some(rp.as_str().to_owned()),
     }
 }
 
@@ -65,13 +66,14 @@ async fn authenticated_attempt<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
     endpoint: &'static str,
-) -> Result<(Ctx, String, T), Problem> {
+) -> Result<(Ctx, RelyingPartyId, T), Problem> {
     let mut ctx = ctx(req);
     auth.admit(&ctx, endpoint)?;
     let rp = auth.authenticate_for(bearer(req), endpoint, &ctx).await?;
     ctx.adopt_correlation_id();
     attach_principal(req, rp_principal(&rp), ctx.correlation_id);
-    let body: web::Json<T> = attempt_body(auth, req, payload, &ctx, endpoint, Some(&rp)).await?;
+    let body: web::Json<T> =
+        attempt_body(auth, req, payload, &ctx, endpoint, Some(rp.as_str())).await?;
     Ok((ctx, rp, body.into_inner()))
 }
 

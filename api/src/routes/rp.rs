@@ -16,10 +16,10 @@ use super::oauth::ctx;
 pub(super) use super::read::{bad_query, query_problem, read};
 use crate::auth::{Auth, Ctx};
 use crate::errors::Problem;
+use crate::http::attach_principal;
 use crate::http::consistency::positioned;
 use crate::http::idempotency::{Answer, KeyRule};
 use crate::http::openapi::ProblemResponse;
-use crate::http::{attach_principal, Principal};
 use crate::startup::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
@@ -54,17 +54,8 @@ pub(super) async fn rp_caller(
     auth.admit(&c, endpoint)?;
     let rp = auth.authenticate_for(bearer(req), endpoint, &c).await?;
     c.adopt_correlation_id();
-    attach_principal(
-        req,
-        Principal {
-            id: rp.clone(),
-            role: "relying_party".to_owned(),
-            rp: Some(rp.clone()),
-        },
-        c.correlation_id,
-    );
-    let id = RelyingPartyId::parse(&rp).map_err(|_| Problem::internal())?;
-    Ok((id, c))
+    attach_principal(req, super::auth::rp_principal(&rp), c.correlation_id);
+    Ok((rp, c))
 }
 
 /// The command metadata of a request by relying party `rp`, with its idempotent command id.

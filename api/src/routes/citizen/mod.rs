@@ -188,15 +188,7 @@ pub async fn open_session(
         .authenticate_for(authorization(&req), ENDPOINT, &c)
         .await?;
     c.adopt_correlation_id();
-    attach_principal(
-        &req,
-        Principal {
-            id: rp.clone(),
-            role: "relying_party".to_owned(),
-            rp: Some(rp.clone()),
-        },
-        c.correlation_id,
-    );
+    attach_principal(&req, super::auth::rp_principal(&rp), c.correlation_id);
     let result = exchange(&auth, &state, &door, &req, payload, &rp).await;
     let outcome = match &result {
         Ok(_) => "OK",
@@ -221,22 +213,28 @@ async fn exchange(
     door: &CitizenSettings,
     req: &HttpRequest,
     payload: web::Payload,
-    rp: &str,
+    rp: &RelyingPartyId,
 ) -> Result<SessionBody, Problem> {
-    if door.screens.as_ref().map(RelyingPartyId::as_str) != Some(rp) {
+    if door.screens.as_ref() != Some(rp) {
         return Err(Problem::coded("NOT_CITIZEN_RP", "Not the citizen screens")
             .with_detail("only the platform's citizen screens open citizen sessions"));
     }
     let body: web::Json<SessionRequest> = super::extract_body(req, payload).await?;
     let now = auth.settings.clock.now_secs();
     let key = |kid: &str| auth.keys.verifying(kid, now).map(|k| k.public.clone());
-    let id_token =
-        session::verify_id_token(&body.id_token, &auth.settings.issuer, rp, ACR_PIN, now, key)
-            .map_err(session::IdTokenError::problem)?;
+    let id_token = session::verify_id_token(
+        &body.id_token,
+        &auth.settings.issuer,
+        rp.as_str(),
+        ACR_PIN,
+        now,
+        key,
+    )
+    .map_err(session::IdTokenError::problem)?;
     // The login that issued the PPID may be moments old: the holder is read once the read
     // model has applied everything up to now.
     let subject = match subjects_holder(state, &id_token.ppid).await? {
-        Some((subject, holder)) if holder == rp => subject,
+        Some((subject, holder)) if holder == rp.as_str() => subject,
         _ => return Err(session::IdTokenError::PpidInactive.problem()),
     };
     // Single use, claimed last so that a refused exchange does not burn the token.

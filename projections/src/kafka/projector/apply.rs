@@ -152,13 +152,14 @@ impl KafkaFollower {
 
     /// Applies the events of `batch` this projection reads (`partitions`: the batch's list
     /// its events point into), skipping duplicates: each lane its partitions' share, at once.
-    /// A lane that fails leaves the others' commits in place (their events are duplicates
-    /// when the batch comes again); a poison event wins over a transient failure.
+    /// Returns what the lanes that committed applied, and the failure of any other: a lane
+    /// that fails leaves the others' commits in place (their events are duplicates when the
+    /// batch comes again); a poison event wins over a transient failure.
     pub async fn apply(
         &mut self,
         batch: &[Delivered],
         partitions: &[Partition],
-    ) -> Result<Applied, BatchError> {
+    ) -> (Applied, Result<(), BatchError>) {
         let categories = self.projection.categories();
         let lanes = self.lanes.len().max(1);
         for share in &mut self.shares {
@@ -204,9 +205,6 @@ impl KafkaFollower {
                 }
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(done),
-        }
+        (done, failure.map_or(Ok(()), Err))
     }
 }

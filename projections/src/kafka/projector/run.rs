@@ -164,24 +164,25 @@ impl Projector {
             let mut failures = Vec::new();
             let mut advanced = Vec::new();
             let now = chrono::Utc::now();
-            for (result, member) in results {
+            for ((done, result), member) in results {
                 let name = member.follower.projection.name();
+                // What the lanes that committed applied counts even when another lane failed:
+                // the batch comes again, and those events are then duplicates.
+                self.metrics.applied.inc_by(done.events);
+                self.metrics.duplicates.inc_by(done.duplicates);
+                if let Some(newest) = done.newest {
+                    // Partitions interleave: the highest position seen, not the last.
+                    let gauge = self.metrics.position.with_label_values(&[name]);
+                    gauge.set(gauge.get().max(i64::try_from(newest.0).unwrap_or(i64::MAX)));
+                    let lag = (now - newest.1).num_microseconds().unwrap_or(0);
+                    self.metrics
+                        .lag_seconds
+                        .with_label_values(&[name])
+                        .set(lag.max(0) as f64 / 1e6);
+                    advanced.push((name, newest.0));
+                }
                 match result {
-                    Ok(done) => {
-                        self.metrics.applied.inc_by(done.events);
-                        self.metrics.duplicates.inc_by(done.duplicates);
-                        if let Some(newest) = done.newest {
-                            // Partitions interleave: the highest position seen, not the last.
-                            let gauge = self.metrics.position.with_label_values(&[name]);
-                            gauge.set(gauge.get().max(i64::try_from(newest.0).unwrap_or(i64::MAX)));
-                            let lag = (now - newest.1).num_microseconds().unwrap_or(0);
-                            self.metrics
-                                .lag_seconds
-                                .with_label_values(&[name])
-                                .set(lag.max(0) as f64 / 1e6);
-                            advanced.push((name, newest.0));
-                        }
-                    }
+                    Ok(()) => {}
                     Err(BatchError::Poison {
                         position,
                         event_type,
