@@ -93,3 +93,23 @@ pub async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client 
     tokio::spawn(connection);
     client
 }
+
+/// Polls `check` until it returns `Some`, failing the test (naming `what`) after `within`:
+/// the bounded wait every asynchronous effect in these tests is awaited with.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

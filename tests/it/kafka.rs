@@ -10,7 +10,7 @@ use mykey_projections::kafka::{self, KafkaSettings, RelayError};
 use mykey_schemas::{EventMetadata, NewEvent, StreamId};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_store::{AppendRequest, EventStore, ExpectedVersion};
-use mykey_tests::TestDb;
+use mykey_tests::{eventually, TestDb};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,24 +144,11 @@ async fn relay_position(db: &TestDb, prefix: &str) -> u64 {
     row.map_or(0, |r| r.get::<_, i64>(0) as u64)
 }
 
-/// Polls `check` until it holds, or fails the test after `within`.
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until the relay's stored position reaches the log's head.
 async fn caught_up(db: &TestDb, store: &PgEventStore, prefix: &str) -> u64 {
     let head = store.head().await.unwrap_or_else(|e| panic!("head: {e}"));
     eventually("the relay to catch up", CATCH_UP, || async {
-        relay_position(db, prefix).await >= head
+        (relay_position(db, prefix).await >= head).then_some(())
     })
     .await;
     head
@@ -188,7 +175,8 @@ async fn every_event_reaches_kafka_once_in_stream_order_with_headers_and_chain()
     );
     // The lag gauges are recomputed periodically: they reach 0 soon after the relay caught up.
     eventually("no lag", CATCH_UP, || async {
-        relay.metrics().lag_events.get() == 0 && relay.metrics().lag_seconds.get() == 0
+        (relay.metrics().lag_events.get() == 0 && relay.metrics().lag_seconds.get() == 0)
+            .then_some(())
     })
     .await;
     relay.stop().await;
@@ -247,7 +235,7 @@ async fn a_relay_killed_mid_flight_resumes_with_only_the_unacknowledged_tail_rep
     expect_state(&mut lines, "leading", CATCH_UP).await;
     let load = Load::start(&store, 8);
     eventually("the relay to publish a first part", CATCH_UP, || async {
-        relay_position(&db, &settings.topic_prefix).await >= 300
+        (relay_position(&db, &settings.topic_prefix).await >= 300).then_some(())
     })
     .await;
     first.start_kill().unwrap_or_else(|e| panic!("kill: {e}"));
@@ -257,7 +245,7 @@ async fn a_relay_killed_mid_flight_resumes_with_only_the_unacknowledged_tail_rep
     assert!(head_at_kill > at_kill, "the kill should land mid-flight");
     // Commands go on while no relay runs.
     eventually("more appends", CATCH_UP, || async {
-        store.head().await.unwrap_or(0) >= head_at_kill + 200
+        (store.head().await.unwrap_or(0) >= head_at_kill + 200).then_some(())
     })
     .await;
     let (_second, mut lines) = spawn_relay(&db, &settings);
@@ -324,7 +312,7 @@ async fn a_relay_that_loses_its_database_connection_backs_off_and_resumes() {
         .get(0);
     assert_eq!(killed, 1);
     eventually("the relay to notice", CATCH_UP, || async {
-        relay.metrics().failures.get() >= 1
+        (relay.metrics().failures.get() >= 1).then_some(())
     })
     .await;
     append(&store, 4, 200).await;
@@ -347,7 +335,7 @@ async fn a_relay_stopped_under_load_records_everything_it_sent() {
         .unwrap_or_else(|e| panic!("relay: {e}"));
     let load = Load::start(&store, 8);
     eventually("a first publication", CATCH_UP, || async {
-        relay_position(&db, &settings.topic_prefix).await >= 200
+        (relay_position(&db, &settings.topic_prefix).await >= 200).then_some(())
     })
     .await;
     relay.stop().await;
@@ -385,7 +373,7 @@ async fn a_frozen_broker_loses_nothing_and_the_lag_rises_then_falls() {
         .unwrap_or_else(|e| panic!("relay: {e}"));
     let load = Load::start(&store, 4);
     eventually("a first publication", CATCH_UP, || async {
-        relay_position(&db, &settings.topic_prefix).await >= 100
+        (relay_position(&db, &settings.topic_prefix).await >= 100).then_some(())
     })
     .await;
 
@@ -413,8 +401,9 @@ async fn a_frozen_broker_loses_nothing_and_the_lag_rises_then_falls() {
     load.stop().await;
     let head = caught_up(&db, &store, &settings.topic_prefix).await;
     eventually("the lag to fall", CATCH_UP, || async {
-        gauge(&registry, "mykey_relay_lag_events") == 0
-            && gauge(&registry, "mykey_relay_lag_seconds") == 0
+        (gauge(&registry, "mykey_relay_lag_events") == 0
+            && gauge(&registry, "mykey_relay_lag_seconds") == 0)
+            .then_some(())
     })
     .await;
     let received = consume(&settings, head).await;

@@ -17,11 +17,10 @@ use mykey_projections::kafka::{self, KafkaSettings, RelayHandle};
 use mykey_projections::{models, KafkaMode, Projection, Projections, RunnerOptions};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_store::EventStore;
-use mykey_tests::TestDb;
+use mykey_tests::{eventually, TestDb};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Partitions per topic: several, so streams interleave and two projectors can share them.
@@ -118,22 +117,6 @@ impl Setup {
     }
 }
 
-/// Polls `check` until it returns Some, at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn kafka_mode() -> Vec<Arc<dyn Projection>> {
     projector::kafka_projections(&models::all())
 }
@@ -151,6 +134,7 @@ async fn assert_identical(s: &Setup, runner: &Projections, head: u64) {
         let want = last_positions(s, &*p, &all);
         eventually(
             &format!("{} (Kafka mode) to apply the log", p.name()),
+            WAIT,
             || {
                 let (client, p, want) = (&client, &p, &want);
                 async move { (applied(client, &**p).await == *want).then_some(()) }
@@ -210,7 +194,7 @@ async fn two_projectors_one_killed_end_identical_to_postgres_mode() {
     // 0.6 was seen to: partitions 0 and 1 of every topic to one, 2 to the other; the
     // projectors' rebalance callbacks log it, "projector assigned"), and each applies events
     // of its own partitions before one is killed.
-    let (a, b) = eventually("both projectors to hold partitions", || {
+    let (a, b) = eventually("both projectors to hold partitions", WAIT, || {
         let (a, b) = (first.status().assignment(), second.status().assignment());
         async move { (!a.is_empty() && !b.is_empty()).then_some((a, b)) }
     })
@@ -220,7 +204,7 @@ async fn two_projectors_one_killed_end_identical_to_postgres_mode() {
         "two live members hold the same partitions: {a:?} and {b:?}"
     );
     s.append_rounds(3..6).await;
-    eventually("both projectors to apply events", || {
+    eventually("both projectors to apply events", WAIT, || {
         let applied = (
             first.metrics().applied.get(),
             second.metrics().applied.get(),
@@ -345,7 +329,7 @@ async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
     let duplicates_before = projector.metrics().duplicates.get();
     let relay = s.relay().await;
     let later = s.append_rounds(8..9).await;
-    eventually("the re-sent events to be skipped", || {
+    eventually("the re-sent events to be skipped", WAIT, || {
         let d = projector.metrics().duplicates.get();
         async move { (d > duplicates_before).then_some(()) }
     })

@@ -15,10 +15,9 @@ use mykey_projections::kafka::projector::{
 use mykey_projections::kafka::{self, KafkaSettings};
 use mykey_projections::{ApplyError, Change, KafkaMode, Projection, Recorded};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
-use mykey_tests::TestDb;
-use std::future::Future;
+use mykey_tests::{eventually, TestDb};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Bound on any wait: finite so a bug fails the test.
@@ -59,21 +58,6 @@ fn projections() -> Vec<Arc<dyn Projection>> {
             weight: 1,
         })),
     ]
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -164,7 +148,7 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
         schema_name(&FromKafka(Revocations))
     );
     // Every workload event of i % 4 in {0, 1} is a revocation: 40 of the 80.
-    eventually("counts and revocations to pass the poison", || {
+    eventually("counts and revocations to pass the poison", WAIT, || {
         let (client, counts, revoked) = (&client, &counts, &revoked);
         async move {
             let n = scalar(client, counts).await;
@@ -173,7 +157,7 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
         }
     })
     .await;
-    let failure = eventually("the cancellations to stop", || {
+    let failure = eventually("the cancellations to stop", WAIT, || {
         let s = first.statuses();
         async move {
             s.into_iter()
@@ -210,7 +194,7 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
         ),
         Some(0.0)
     );
-    eventually("the counts' position gauge to reach the head", || {
+    eventually("the counts' position gauge to reach the head", WAIT, || {
         let g = gauge(&registry, "mykey_projector_position", "test_counts");
         async move { (g == Some(head as f64)).then_some(()) }
     })
@@ -218,14 +202,18 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
 
     // The stopped projection's topic is no longer committed: its lag in messages (from
     // librdkafka's statistics, every second) shows the held-back events.
-    eventually("the stopped projection's lag in messages to show", || {
-        let lag = gauge(
-            &registry,
-            "mykey_projector_lag_events",
-            "test_cancellations",
-        );
-        async move { lag.filter(|l| *l > 0.0) }
-    })
+    eventually(
+        "the stopped projection's lag in messages to show",
+        WAIT,
+        || {
+            let lag = gauge(
+                &registry,
+                "mykey_projector_lag_events",
+                "test_cancellations",
+            );
+            async move { lag.filter(|l| *l > 0.0) }
+        },
+    )
     .await;
 
     // What an operator sees over HTTP.
@@ -284,21 +272,25 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
     assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     http.stop(true).await;
     let (second, _) = start(&db, &settings, &group).await;
-    let again = eventually("the restarted cancellations to stop on the poison", || {
-        let s = second.statuses();
-        async move {
-            s.into_iter()
-                .find(|s| s.name == "test_cancellations")
-                .and_then(|s| match s.state {
-                    KafkaRunState::Failed { failed_at, .. } => Some(failed_at),
-                    KafkaRunState::Running => None,
-                })
-        }
-    })
+    let again = eventually(
+        "the restarted cancellations to stop on the poison",
+        WAIT,
+        || {
+            let s = second.statuses();
+            async move {
+                s.into_iter()
+                    .find(|s| s.name == "test_cancellations")
+                    .and_then(|s| match s.state {
+                        KafkaRunState::Failed { failed_at, .. } => Some(failed_at),
+                        KafkaRunState::Running => None,
+                    })
+            }
+        },
+    )
     .await;
     assert_eq!(again, poison);
     let more = append_workload(&store, 80, 8).await;
-    eventually("the counts to apply the new events", || {
+    eventually("the counts to apply the new events", WAIT, || {
         let (client, counts) = (&client, &counts);
         async move {
             (scalar(client, counts).await == i64::try_from(more).unwrap_or(0)).then_some(())

@@ -11,12 +11,11 @@ use mykey_projections::runner::{self, registry, RunState, WaitError};
 use mykey_projections::{Projection, Projections, RunnerOptions};
 use mykey_schemas::NewEvent;
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
-use mykey_tests::TestDb;
+use mykey_tests::{eventually, TestDb};
 use rand::Rng;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Bound on any single wait in these tests: generous for a loaded CI machine, finite so a
@@ -48,22 +47,6 @@ async fn start(
         .await
         .unwrap_or_else(|e| panic!("start the runner: {e}"));
     (running, metrics)
-}
-
-/// Polls `check` until it returns Some, at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn wait_for(running: &Projections, name: &str, position: u64) {
@@ -169,7 +152,7 @@ async fn every_snapshot_holds_exactly_the_events_up_to_the_checkpoint() {
         let store = store.clone();
         tokio::spawn(async move { append_workload(&store, 0, 3_000).await })
     };
-    let schema = eventually("a serving schema", || async {
+    let schema = eventually("a serving schema", WAIT, || async {
         running.active_schema("test_counts")
     })
     .await
@@ -232,7 +215,7 @@ async fn a_failing_statement_stops_the_projection_exactly_before_its_event() {
     }
     let bad = positions[6];
     let (running, metrics) = start(&db, &store, vec![Arc::new(Cancellations)]).await;
-    let failed = eventually("the failure", || async {
+    let failed = eventually("the failure", WAIT, || async {
         running.statuses().into_iter().find_map(|s| match s.state {
             RunState::Failed(f) => Some(f),
             _ => None,
@@ -303,7 +286,7 @@ async fn a_poison_event_stops_only_the_projections_that_read_it() {
     let after = append_workload(&store, 40, 40).await;
     // The other projection goes past the poison.
     wait_for(&running, "test_cancellations", after).await;
-    let status = eventually("the revocations projection to stop", || async {
+    let status = eventually("the revocations projection to stop", WAIT, || async {
         running
             .statuses()
             .into_iter()
@@ -331,7 +314,7 @@ async fn a_poison_event_stops_only_the_projections_that_read_it() {
     assert_eq!(json["event_type"], "PpidExploded");
     // Lag keeps being reported for the stopped projection.
     let behind = (after - (poison - 1)) as f64;
-    eventually("the lag metric", || async {
+    eventually("the lag metric", WAIT, || async {
         gauge(&metrics, "mykey_projection_lag_events", "test_revocations").filter(|l| *l == behind)
     })
     .await;
@@ -397,7 +380,7 @@ async fn a_new_version_rebuilds_beside_the_old_and_readers_switch_atomically() {
     let new_schema = schema_of(&v2, "test_counts");
     assert_ne!(new_schema, old_schema);
     assert!(new_schema.contains("_v2_"));
-    eventually("the old schema to be dropped", || async {
+    eventually("the old schema to be dropped", WAIT, || async {
         let left = scalar(
             &client,
             &format!(
@@ -457,7 +440,7 @@ async fn live_and_rebuilt_tables_are_identical() {
     }
     // The running runner noticed the switches and follows the rebuilt schemas.
     let later = append_models_workload(&store, 20..21).await;
-    let counts = eventually("the runner to follow the rebuilt schema", || async {
+    let counts = eventually("the runner to follow the rebuilt schema", WAIT, || async {
         let schema = running.active_schema("test_counts")?;
         let reached = running
             .wait_for("test_counts", later, Duration::from_millis(200))
@@ -608,7 +591,7 @@ async fn a_sigkilled_runner_resumes_without_double_applying_or_skipping() {
         } else {
             start + rng.gen_range(50..1_500)
         };
-        eventually("the runner to advance", || async {
+        eventually("the runner to advance", WAIT, || async {
             (checkpoint_of(&client).await >= target).then_some(())
         })
         .await;
@@ -693,7 +676,7 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
             .unwrap_or_else(|e| panic!("spawn the runner: {e}"))
     };
     let mut child = spawn();
-    let (schema, killed_at) = eventually("the build to be under way", || async {
+    let (schema, killed_at) = eventually("the build to be under way", WAIT, || async {
         building(&client).await.filter(|(_, p)| *p >= 500)
     })
     .await;
@@ -721,7 +704,7 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     )
     .await;
     // Resumed, not restarted: the same schema, and the first status already past the kill.
-    let resumed = eventually("the resumed build", || async {
+    let resumed = eventually("the resumed build", WAIT, || async {
         v2.statuses().into_iter().find_map(|s| match s.state {
             RunState::Rebuilding { schema, position } => Some((schema, position)),
             _ => None,
@@ -731,7 +714,7 @@ async fn a_rebuild_killed_midway_resumes_where_it_stopped() {
     assert_eq!(resumed.0, schema);
     assert!(resumed.1 >= stopped_at);
     // (The frozen old schema is at the head too: wait for the switch, not for a position.)
-    eventually("the switch to the resumed build", || async {
+    eventually("the switch to the resumed build", WAIT, || async {
         (v2.active_schema("test_counts")?.as_ref() == schema.as_str()).then_some(())
     })
     .await;
@@ -774,7 +757,7 @@ async fn a_second_runner_stands_by_and_takes_over() {
     wait_for(&first, "test_counts", head).await;
     let (second, _) = start(&db, &store, counts()).await;
     let state = |p: &Projections| p.statuses()[0].state.clone();
-    eventually("the second runner to stand by", || async {
+    eventually("the second runner to stand by", WAIT, || async {
         (state(&second) == RunState::Standby).then_some(())
     })
     .await;
@@ -866,7 +849,7 @@ async fn an_abandoned_build_is_dropped_at_start_and_a_live_one_kept() {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let (running, _) = start(&db, &store, vec![Arc::new(Revocations)]).await;
-    eventually("a serving schema", || async {
+    eventually("a serving schema", WAIT, || async {
         running.active_schema("test_revocations")
     })
     .await;
@@ -891,7 +874,7 @@ async fn an_abandoned_build_is_dropped_at_start_and_a_live_one_kept() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (running, _) = start(&db, &store, vec![Arc::new(Revocations)]).await;
-    eventually("the abandoned build to be dropped", || async {
+    eventually("the abandoned build to be dropped", WAIT, || async {
         (!schema_exists(&client, &abandoned).await).then_some(())
     })
     .await;
