@@ -113,3 +113,48 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Every table of `schema` but those named in `except`, each as its rows in JSON, sorted:
+/// equal dumps mean equal tables (how read models built two ways are compared).
+pub async fn dump_tables(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    except: &[&str],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("list tables of {schema}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .filter(|t| !except.contains(&t.as_str()))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for table in tables {
+        let mut rows: Vec<String> = client
+            .query(
+                &format!("SELECT to_jsonb(t)::text FROM {schema}.{table} t"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("dump {schema}.{table}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
+}
+
+/// The one `bigint` that `sql` answers.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

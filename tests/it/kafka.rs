@@ -2,7 +2,7 @@
 //! from). Each test has its own database, its own topic prefix and its own consumer group.
 
 pub(crate) mod broker;
-mod consumer;
+pub(crate) mod consumer;
 
 use broker::Broker;
 use consumer::{check, consume};

@@ -7,9 +7,7 @@
 mod inspect;
 
 use crate::kafka::broker::Broker;
-use inspect::{
-    all_topics, applied, committed, count_in, dump, last_positions, messages, topics_of,
-};
+use inspect::{all_topics, applied, committed, count_in, last_positions, messages, topics_of};
 use mykey_projections::kafka::projector::{
     self, schema_name, ProjectorHandle, ProjectorOptions, APPLIED_TABLE,
 };
@@ -17,7 +15,7 @@ use mykey_projections::kafka::{self, KafkaSettings, RelayHandle};
 use mykey_projections::{models, KafkaMode, Projection, Projections, RunnerOptions};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_store::EventStore;
-use mykey_tests::{eventually, TestDb};
+use mykey_tests::{dump_tables, eventually, TestDb};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,8 +142,8 @@ async fn assert_identical(s: &Setup, runner: &Projections, head: u64) {
         let pg_schema = runner
             .active_schema(p.name())
             .unwrap_or_else(|| panic!("{} has no PostgreSQL-mode schema", p.name()));
-        let from_pg = dump(&client, &pg_schema, "").await;
-        let from_kafka = dump(&client, &schema_name(&*p), APPLIED_TABLE).await;
+        let from_pg = dump_tables(&client, &pg_schema, &[]).await;
+        let from_kafka = dump_tables(&client, &schema_name(&*p), &[APPLIED_TABLE]).await;
         assert!(
             from_pg.values().map(Vec::len).sum::<usize>() > 0,
             "{}: the workload wrote no rows",

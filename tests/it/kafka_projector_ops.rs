@@ -15,7 +15,7 @@ use mykey_projections::kafka::projector::{
 use mykey_projections::kafka::{self, KafkaSettings};
 use mykey_projections::{ApplyError, Change, KafkaMode, Projection, Recorded};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
-use mykey_tests::{eventually, TestDb};
+use mykey_tests::{eventually, scalar, TestDb};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -58,14 +58,6 @@ fn projections() -> Vec<Arc<dyn Projection>> {
             weight: 1,
         })),
     ]
-}
-
-async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .and_then(|r| r.try_get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 async fn start(

@@ -11,7 +11,7 @@ use mykey_projections::runner::{self, registry, RunState, WaitError};
 use mykey_projections::{Projection, Projections, RunnerOptions};
 use mykey_schemas::NewEvent;
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
-use mykey_tests::{eventually, TestDb};
+use mykey_tests::{dump_tables, eventually, scalar, TestDb};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,39 +72,8 @@ async fn dump(client: &tokio_postgres::Client, schema: &str) -> BTreeMap<String,
     {
         out.insert(format!("index {}", r.get::<_, String>(0)), vec![r.get(1)]);
     }
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
-            &[&schema],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("list tables of {schema}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for table in tables {
-        let mut rows: Vec<String> = client
-            .query(
-                &format!("SELECT to_jsonb(t)::text FROM {schema}.{table} t"),
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("dump {schema}.{table}: {e}"))
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        rows.sort();
-        out.insert(table, rows);
-    }
+    out.extend(dump_tables(client, schema, &[]).await);
     out
-}
-
-async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .and_then(|r| r.try_get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn schema_of(running: &Projections, name: &str) -> String {

@@ -9,7 +9,7 @@ use mykey_replay::replay::{ReplayArgs, ReplaySummary, Replayed};
 use mykey_replay::{Cli, Outcome, ToolError};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_store::EventStore;
-use mykey_tests::TestDb;
+use mykey_tests::{dump_tables, TestDb};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,33 +62,9 @@ async fn wait_all(running: &Projections, position: u64) {
 
 /// Every table of `schema`, each as its rows in JSON, sorted: equal dumps mean equal tables.
 async fn dump(client: &tokio_postgres::Client, schema: &str) -> BTreeMap<String, Vec<String>> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
-            &[&schema],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("list tables of {schema}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables = dump_tables(client, schema, &[]).await;
     assert!(!tables.is_empty(), "{schema} has no tables");
-    let mut out = BTreeMap::new();
-    for table in tables {
-        let mut rows: Vec<String> = client
-            .query(
-                &format!("SELECT to_jsonb(t)::text FROM {schema}.{table} t"),
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("dump {schema}.{table}: {e}"))
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        rows.sort();
-        out.insert(table, rows);
-    }
-    out
+    tables
 }
 
 async fn schema_exists(client: &tokio_postgres::Client, schema: &str) -> bool {

@@ -15,9 +15,9 @@ use uuid::Uuid;
 /// One message as a consumer received it.
 #[derive(Debug)]
 pub struct Received {
-    topic: String,
-    partition: i32,
-    offset: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
     key: String,
     headers: HashMap<String, String>,
     pub event: EventEnvelope,
@@ -26,6 +26,19 @@ pub struct Received {
 /// Reads every partition of the tests' topics from the beginning until `head` distinct
 /// positions have arrived, then drains what else is already there (duplicates).
 pub async fn consume(settings: &KafkaSettings, head: u64) -> Vec<Received> {
+    let topics: Vec<String> = CATEGORIES
+        .iter()
+        .map(|c| message::topic(&settings.topic_prefix, c))
+        .collect();
+    consume_topics(settings, &topics, head).await
+}
+
+/// [`consume`] of `topics`, until `head` distinct positions have arrived.
+pub async fn consume_topics(
+    settings: &KafkaSettings,
+    topics: &[String],
+    head: u64,
+) -> Vec<Received> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", format!("g{}", Uuid::new_v4().simple()))
@@ -33,11 +46,10 @@ pub async fn consume(settings: &KafkaSettings, head: u64) -> Vec<Received> {
         .create()
         .unwrap_or_else(|e| panic!("consumer: {e}"));
     let mut partitions = TopicPartitionList::new();
-    for category in CATEGORIES {
-        let topic = message::topic(&settings.topic_prefix, category);
+    for topic in topics {
         for p in 0..settings.partitions {
             partitions
-                .add_partition_offset(&topic, p, Offset::Beginning)
+                .add_partition_offset(topic, p, Offset::Beginning)
                 .unwrap_or_else(|e| panic!("assign: {e}"));
         }
     }

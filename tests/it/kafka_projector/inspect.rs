@@ -1,51 +1,15 @@
 //! What the topics and the Kafka-mode schemas hold, for the projector's tests: every message
 //! of the topics, the committed offsets, the watermarks, the tables' rows.
 
-use super::{kafka_mode, Setup, WAIT};
+use super::{kafka_mode, Setup};
+use crate::kafka::consumer::consume_topics;
 use mykey_projections::kafka::projector::{schema_name, APPLIED_TABLE};
 use mykey_projections::kafka::{message, KafkaSettings};
 use mykey_projections::Projection;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
-use uuid::Uuid;
-
-/// Every table of `schema` but `except`, each as its rows in JSON, sorted.
-pub(super) async fn dump(
-    client: &tokio_postgres::Client,
-    schema: &str,
-    except: &str,
-) -> BTreeMap<String, Vec<String>> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = $1 AND table_name <> $2",
-            &[&schema, &except],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("list tables of {schema}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut out = BTreeMap::new();
-    for table in tables {
-        let mut rows: Vec<String> = client
-            .query(
-                &format!("SELECT to_jsonb(t)::text FROM {schema}.{table} t"),
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("dump {schema}.{table}: {e}"))
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        rows.sort();
-        out.insert(table, rows);
-    }
-    out
-}
+use std::time::Duration;
 
 /// Per topic partition, the watermark `p`'s Kafka-mode schema holds.
 pub(super) async fn applied(client: &tokio_postgres::Client, p: &dyn Projection) -> Watermarks {
@@ -121,47 +85,24 @@ pub(super) fn committed(
 /// Messages by (topic, partition, offset): (stream, position).
 pub(super) type Messages = HashMap<(String, i32, i64), (String, i64)>;
 
-/// The messages of `topics` from their start until `count` distinct positions arrived (a
-/// re-sent tail repeats positions).
+/// The messages of `topics` from their start until `count` distinct positions arrived, and the
+/// repeats already there (a re-sent tail repeats positions).
 pub(super) async fn messages(
     settings: &KafkaSettings,
     topics: &[String],
     count: usize,
 ) -> Messages {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", format!("g{}", Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap_or_else(|e| panic!("consumer: {e}"));
-    let mut list = TopicPartitionList::new();
-    for t in topics {
-        for p in 0..settings.partitions {
-            list.add_partition_offset(t, p, Offset::Beginning)
-                .unwrap_or_else(|e| panic!("assign: {e}"));
-        }
-    }
-    consumer
-        .assign(&list)
-        .unwrap_or_else(|e| panic!("assign: {e}"));
-    let mut out = HashMap::new();
-    let mut positions = std::collections::HashSet::new();
-    let deadline = Instant::now() + WAIT;
-    while positions.len() < count {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        let m = match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => panic!("consume: {e}"),
-            Err(_) => panic!("only {} of {count} positions arrived", positions.len()),
-        };
-        let e = message::decode(m.payload()).unwrap_or_else(|e| panic!("decode: {e}"));
-        positions.insert(e.global_position);
-        out.insert(
-            (m.topic().to_owned(), m.partition(), m.offset()),
-            (e.stream_id.to_string(), e.global_position as i64),
-        );
-    }
-    out
+    consume_topics(settings, topics, count as u64)
+        .await
+        .into_iter()
+        .map(|r| {
+            let e = r.event;
+            (
+                (r.topic, r.partition, r.offset),
+                (e.stream_id.to_string(), e.global_position as i64),
+            )
+        })
+        .collect()
 }
 
 /// Every topic a Kafka-mode projection reads.
