@@ -36,7 +36,7 @@
 
 use mykey_domain::ppid::{PpidAggregate, PpidEvent};
 use mykey_domain::{Aggregate, Ppid, RelyingPartyId, SubjectId};
-use mykey_projections::kafka::projector::{self, schema_name, ProjectorOptions};
+use mykey_projections::kafka::projector::{self, ProjectorOptions};
 use mykey_projections::kafka::{self, KafkaSettings, DEFAULT_PARTITIONS};
 use mykey_projections::models::ppids::Ppids;
 use mykey_projections::{ApplyError, Change, KafkaMode, Projection, Recorded};
@@ -109,6 +109,36 @@ impl Projection for BenchPpids {
     }
 }
 
+/// Polls `reached` until it is at least `target`, at most [`DRAIN_LIMIT`] after `since`;
+/// with `progress`, prints it under that label every second.
+async fn reach(
+    what: &str,
+    since: Instant,
+    target: u64,
+    progress: Option<&str>,
+    mut reached: impl FnMut() -> u64,
+) -> Result<(), String> {
+    let deadline = since + DRAIN_LIMIT;
+    let mut next_report = since + Duration::from_secs(1);
+    loop {
+        let now = reached();
+        if now >= target {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what}: {now} of {target} within {DRAIN_LIMIT:?}"));
+        }
+        if let Some(label) = progress.filter(|_| Instant::now() >= next_report) {
+            say!(
+                "  {:>3.0}s  {label} {now:>9}",
+                since.elapsed().as_secs_f64()
+            );
+            next_report += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn request(rng: &mut impl Rng) -> Result<AppendRequest, String> {
     let ppid = Ppid::from_uuid(uuid::Uuid::from_u128(rng.gen()));
     let relying_party = RelyingPartyId::parse("bench-131016").map_err(|e| e.to_string())?;
@@ -172,7 +202,6 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
         .await
         .map_err(|e| e.to_string())?;
     let bench_projection: Arc<dyn Projection> = Arc::new(BenchPpids::new("bench_ppids"));
-    let schema = schema_name(&*bench_projection);
     let projector = projector::start(
         config.clone(),
         settings.clone(),
@@ -182,20 +211,14 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     )
     .await
     .map_err(|e| e.to_string())?;
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
     // The topic exists once the relay published the first event.
     store
         .append(request(&mut rand::rngs::StdRng::seed_from_u64(0))?)
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    while relay.metrics().acknowledged_position.get() < 1 {
-        if Instant::now() > deadline {
-            return Err("the relay published nothing".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let since = Instant::now();
+    let acknowledged = || u64::try_from(relay.metrics().acknowledged_position.get()).unwrap_or(0);
+    reach("the relay's first event", since, 1, None, acknowledged).await?;
     let stop_consumer = Arc::new(AtomicBool::new(false));
     let consumed = Arc::new(AtomicU64::new(0));
     let consumer = tokio::spawn(lag::consume(
@@ -206,21 +229,13 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     // Both readers hold their partitions before the load starts: otherwise the first half
     // second of the load waits for the consumer's and the group's start-up, and that is what
     // their p99 would show.
-    let applied_sql = format!("SELECT count(*) FROM {schema}.ppid");
-    loop {
-        let applied: i64 = match client.query_one(&applied_sql, &[]).await {
-            Ok(row) => row.try_get(0).map_err(|e| e.to_string())?,
-            // The schema appears once the projector opened it.
-            Err(_) => 0,
-        };
-        if applied >= 1 && consumed.load(Ordering::Relaxed) >= 1 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err("the consumer or the projector did not read the first event".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = projector.metrics().clone();
+    let applied = || metrics.applied.get();
+    reach("the projector's first event", since, 1, None, applied).await?;
+    reach("the lag reader's first event", since, 1, None, || {
+        consumed.load(Ordering::Relaxed)
+    })
+    .await?;
 
     say!(
         "== relay: {tasks_n} tasks appending single-event commands for {secs} s, {partitions} \
@@ -288,38 +303,26 @@ async fn run(config: tokio_postgres::Config, brokers: String) -> Result<(), Stri
     let published_during = relay.metrics().published.get() - published_before;
     let head = store.head().await.map_err(|e| e.to_string())?;
     let drain_start = Instant::now();
-    let deadline = drain_start + DRAIN_LIMIT;
-    while relay.metrics().acknowledged_position.get() < i64::try_from(head).unwrap_or(i64::MAX) {
-        if Instant::now() > deadline {
-            return Err(format!("the relay did not catch up within {DRAIN_LIMIT:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reach(
+        "the relay to catch up",
+        drain_start,
+        head,
+        None,
+        acknowledged,
+    )
+    .await?;
     let drain = drain_start.elapsed();
-    while consumed.load(Ordering::Relaxed) < head {
-        if Instant::now() > deadline {
-            return Err("the consumer did not see every event".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    loop {
-        let n: i64 = client
-            .query_one(&applied_sql, &[])
-            .await
-            .and_then(|r| r.try_get(0))
-            .map_err(|e| e.to_string())?;
-        if n >= i64::try_from(head).unwrap_or(i64::MAX) {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the projector applied only {n} of {head} events"));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let delays = lag::Delays::of(&projector.metrics().commit_delay);
-    let batches = projector.metrics().batches.get();
-    let applying = projector.metrics().apply_seconds.get_sample_sum();
+    reach("the lag reader", drain_start, head, None, || {
+        consumed.load(Ordering::Relaxed)
+    })
+    .await?;
+    reach("the projector", drain_start, head, None, applied).await?;
+    // Stopped before its figures are read: the last batch's delays are observed after the
+    // count that says it is applied.
     projector.stop().await.map_err(|e| e.to_string())?;
+    let delays = lag::Delays::of(&metrics.commit_delay);
+    let batches = metrics.batches.get();
+    let applying = metrics.apply_seconds.get_sample_sum();
     progress.abort();
     stop_consumer.store(true, Ordering::Relaxed);
     let mut lags = consumer.await.map_err(|e| e.to_string())??;

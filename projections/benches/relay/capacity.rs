@@ -2,8 +2,8 @@
 //! a projector alone applying what it published.
 
 use super::cpu::Cpu;
-use super::{request, BenchPpids, DRAIN_LIMIT};
-use mykey_projections::kafka::projector::{self, schema_name, ProjectorOptions};
+use super::{reach, request, BenchPpids};
+use mykey_projections::kafka::projector::{self, ProjectorOptions};
 use mykey_projections::kafka::{self, KafkaSettings};
 use mykey_projections::Projection;
 use mykey_store::pg::PgEventStore;
@@ -11,7 +11,7 @@ use mykey_store::{AppendRequest, EventStore};
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Events per append of the backlog (100-event appends are the log's fastest).
 const BACKLOG_APPEND: usize = 100;
@@ -80,25 +80,14 @@ pub(super) async fn capacity(
     let relay = kafka::start(store.clone(), config, settings.clone(), &registry)
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = started + DRAIN_LIMIT;
-    let target = i64::try_from(head).unwrap_or(i64::MAX);
-    let mut next_report = started + Duration::from_secs(1);
-    while relay.metrics().acknowledged_position.get() < target {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the relay did not publish the log within {DRAIN_LIMIT:?}"
-            ));
-        }
-        if Instant::now() >= next_report {
-            say!(
-                "  {:>3.0}s  acknowledged {:>9}",
-                started.elapsed().as_secs_f64(),
-                relay.metrics().acknowledged_position.get()
-            );
-            next_report += Duration::from_secs(1);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reach(
+        "the relay to publish the log",
+        started,
+        head,
+        Some("acknowledged"),
+        || u64::try_from(relay.metrics().acknowledged_position.get()).unwrap_or(0),
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     say!(
         "RESULT relay capacity: {head} events published from position 1 and acknowledged in \
@@ -120,12 +109,6 @@ pub(super) async fn projector_capacity(
 ) -> Result<(), String> {
     say!("== projector capacity: a fresh group applies the {head} published events");
     let projection: Arc<dyn Projection> = Arc::new(BenchPpids::new("bench_ppids_capacity"));
-    let count_sql = format!("SELECT count(*) FROM {}.ppid", schema_name(&*projection));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
     let cpu_before = Cpu::now();
     let started = Instant::now();
     let projector = projector::start(
@@ -137,39 +120,22 @@ pub(super) async fn projector_capacity(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let deadline = started + DRAIN_LIMIT;
-    let target = i64::try_from(head).unwrap_or(i64::MAX);
-    let mut next_report = started + Duration::from_secs(1);
-    loop {
-        let applied: i64 = match client.query_one(&count_sql, &[]).await {
-            Ok(row) => row.try_get(0).map_err(|e| e.to_string())?,
-            // The schema appears once the projector opened it.
-            Err(_) => 0,
-        };
-        if applied >= target {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the projector applied {applied} of {head} events within {DRAIN_LIMIT:?}"
-            ));
-        }
-        if Instant::now() >= next_report {
-            say!(
-                "  {:>3.0}s  applied {applied:>9}",
-                started.elapsed().as_secs_f64()
-            );
-            next_report += Duration::from_secs(1);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let metrics = projector.metrics().clone();
+    reach(
+        "the projector to apply the log",
+        started,
+        head,
+        Some("applied"),
+        || metrics.applied.get(),
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu = Cpu::now().report(&cpu_before, head);
-    let (batches, applying) = (
-        projector.metrics().batches.get(),
-        projector.metrics().apply_seconds.get_sample_sum(),
-    );
     projector.stop().await.map_err(|e| e.to_string())?;
+    let (batches, applying) = (
+        metrics.batches.get(),
+        metrics.apply_seconds.get_sample_sum(),
+    );
     say!(
         "RESULT projector capacity: {head} events applied from Kafka in {secs:.2} s: {:.0} \
          events/s ({batches} batches, {:.1} ms each); {cpu}",
