@@ -150,6 +150,14 @@ impl ResponseError for Problem {
     }
 }
 
+/// The middleware every HTTP server of the binary wraps its app in: [`routing_problem`] for
+/// 404 and 405.
+pub fn routing_problems<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
+    actix_web::middleware::ErrorHandlers::new()
+        .handler(StatusCode::NOT_FOUND, routing_problem)
+        .handler(StatusCode::METHOD_NOT_ALLOWED, routing_problem)
+}
+
 /// Answers an unknown path (404 `NOT_FOUND`) or a wrong method (405 `METHOD_NOT_ALLOWED`) that
 /// the router produced without a body, as problem+json like every other refusal.
 pub fn routing_problem<B>(

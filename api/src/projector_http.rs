@@ -6,8 +6,6 @@
 use crate::errors::Problem;
 use crate::startup::StartupError;
 use actix_web::dev::Server;
-use actix_web::http::StatusCode;
-use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use mykey_projections::kafka::projector::ProjectorStatus;
 use std::net::{SocketAddr, TcpListener};
@@ -50,14 +48,7 @@ pub fn serve(
         App::new()
             .app_data(registry.clone())
             .app_data(status.clone())
-            .wrap(
-                ErrorHandlers::new()
-                    .handler(StatusCode::NOT_FOUND, crate::errors::routing_problem)
-                    .handler(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        crate::errors::routing_problem,
-                    ),
-            )
+            .wrap(crate::errors::routing_problems())
             .configure(crate::routes::auth::configure_metrics)
             .route("/readyz", web::get().to(readyz))
     })

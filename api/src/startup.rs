@@ -4,8 +4,6 @@ use crate::config::Settings;
 use crate::errors::json_error_handler;
 use crate::routes;
 use actix_web::dev::{Server, Service as _};
-use actix_web::http::StatusCode;
-use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use mykey_projections::{Projections, RunnerOptions};
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
@@ -176,14 +174,7 @@ impl Application {
                 .app_data(citizen_door.clone())
                 .app_data(auth.clone())
                 .app_data(registry_data.clone())
-                .wrap(
-                    ErrorHandlers::new()
-                        .handler(StatusCode::NOT_FOUND, crate::errors::routing_problem)
-                        .handler(
-                            StatusCode::METHOD_NOT_ALLOWED,
-                            crate::errors::routing_problem,
-                        ),
-                )
+                .wrap(crate::errors::routing_problems())
                 .app_data(checkpoints.clone())
                 .app_data(
                     web::JsonConfig::default()
@@ -284,14 +275,7 @@ fn metrics_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(registry.clone())
-            .wrap(
-                ErrorHandlers::new()
-                    .handler(StatusCode::NOT_FOUND, crate::errors::routing_problem)
-                    .handler(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        crate::errors::routing_problem,
-                    ),
-            )
+            .wrap(crate::errors::routing_problems())
             .configure(routes::auth::configure_metrics)
     })
     .workers(1)
