@@ -7,6 +7,7 @@
 mod inspect;
 
 use crate::kafka::broker::Broker;
+use crate::projections::fixtures::Counts;
 use inspect::{all_topics, applied, committed, count_in, last_positions, messages, topics_of};
 use mykey_projections::kafka::projector::{
     self, schema_name, ProjectorHandle, ProjectorOptions, APPLIED_TABLE,
@@ -339,4 +340,26 @@ async fn resent_events_are_skipped_and_offsets_follow_the_commits() {
         .unwrap_or_else(|e| panic!("projector: {e}"));
     relay.stop().await;
     runner.shutdown().await;
+}
+
+/// The default group is the deployment's: stable for the same projections and versions, and a
+/// new one when any version changes (the new schema is then filled from the topics' start,
+/// never behind the old group's offsets).
+#[test]
+fn a_new_projection_version_is_a_new_default_group() {
+    let settings = KafkaSettings {
+        brokers: "127.0.0.1:9".into(),
+        topic_prefix: "mykey".into(),
+        partitions: PARTITIONS,
+        replication_factor: None,
+    };
+    let counts = |version| -> Vec<Arc<dyn Projection>> {
+        let mut all = kafka_mode();
+        all.push(models::per_stream(Counts { version, weight: 1 }));
+        all
+    };
+    let group = projector::default_group_id(&settings, &counts(1));
+    assert!(group.starts_with("mykey.projector."), "{group}");
+    assert_eq!(group, projector::default_group_id(&settings, &counts(1)));
+    assert_ne!(group, projector::default_group_id(&settings, &counts(2)));
 }

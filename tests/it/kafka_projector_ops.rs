@@ -13,7 +13,8 @@ use mykey_projections::kafka::projector::{
     self, schema_name, KafkaRunState, ProjectorHandle, ProjectorOptions,
 };
 use mykey_projections::kafka::{self, KafkaSettings};
-use mykey_projections::{ApplyError, Change, KafkaMode, Projection, Recorded};
+use mykey_projections::models::PerStream;
+use mykey_projections::Projection;
 use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_tests::{eventually, scalar, TestDb};
 use std::sync::Arc;
@@ -23,37 +24,14 @@ use uuid::Uuid;
 /// Bound on any wait: finite so a bug fails the test.
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A test projection run from Kafka (the fixtures default to the global order).
-struct FromKafka<P>(P);
-
-impl<P: Projection> Projection for FromKafka<P> {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-    fn version(&self) -> u32 {
-        self.0.version()
-    }
-    fn migrations(&self) -> &'static [&'static str] {
-        self.0.migrations()
-    }
-    fn apply(&self, e: Recorded<'_>, out: &mut Vec<Change>) -> Result<(), ApplyError> {
-        self.0.apply(e, out)
-    }
-    fn categories(&self) -> &'static [&'static str] {
-        self.0.categories()
-    }
-    fn kafka_mode(&self) -> KafkaMode {
-        KafkaMode::PerStream
-    }
-}
-
 /// Revocations (ppid), cancellations (maintenance; refuses one reason) and counts (every
-/// category, so it shares the maintenance topic with the cancellations).
+/// category, so it shares the maintenance topic with the cancellations), each marked
+/// `PerStream` to run from Kafka (the fixtures default to the global order).
 fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(FromKafka(Revocations)),
-        Arc::new(FromKafka(Cancellations)),
-        Arc::new(FromKafka(Counts {
+        Arc::new(PerStream(Revocations)),
+        Arc::new(PerStream(Cancellations)),
+        Arc::new(PerStream(Counts {
             version: 1,
             weight: 1,
         })),
@@ -130,14 +108,14 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
     let client = db.client().await;
     let counts = format!(
         "SELECT n FROM {}.total",
-        schema_name(&FromKafka(Counts {
+        schema_name(&PerStream(Counts {
             version: 1,
             weight: 1
         }))
     );
     let revoked = format!(
         "SELECT count(*) FROM {}.revoked",
-        schema_name(&FromKafka(Revocations))
+        schema_name(&PerStream(Revocations))
     );
     // Every workload event of i % 4 in {0, 1} is a revocation: 40 of the 80.
     eventually("counts and revocations to pass the poison", WAIT, || {
