@@ -58,6 +58,22 @@ impl Login {
         }
     }
 
+    /// Registers relying party `id` (a municipality with public key `key`); its position.
+    async fn register_rp(&self, id: &str, key: &str) -> u64 {
+        self.identity
+            .register_relying_party(&rp(id), "municipality", "131016", "n", jwk(key), &actor())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Records a login of card `serial` at relying party `id`; the PPID.
+    async fn register_login(&self, serial: &str, id: &str) -> String {
+        self.identity
+            .register_login(&cert(serial), &rp(id), &rp_actor(id))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn answered(&self, lookup: &str) -> u64 {
         counter(&self.registry, ANSWERED, Some(("lookup", lookup)))
     }
@@ -129,17 +145,7 @@ async fn an_empty_cache_answers_from_the_read_model_and_sees_revocations_and_sus
         Login::on(&db, &projections).await,
         Login::on(&db, &projections).await,
     );
-    a.identity
-        .register_relying_party(
-            &rp("rp-1"),
-            "municipality",
-            "131016",
-            "n",
-            jwk("k1"),
-            &actor(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    a.register_rp("rp-1", "k1").await;
     // Read your writes: written by a a moment ago, answered by b's read model.
     let got = b
         .identity
@@ -150,11 +156,7 @@ async fn an_empty_cache_answers_from_the_read_model_and_sees_revocations_and_sus
     assert_eq!((got.status, got.jwk), (RpStatus::Active, jwk("k1")));
 
     // b has synced: the login below is an event after its position, which it must wait for.
-    let ppid = a
-        .identity
-        .register_login(&cert("0a"), &rp("rp-1"), &rp_actor("rp-1"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ppid = a.register_login("0a", "rp-1").await;
     let found = b.identity.active_ppid(&cert("0a"), &rp("rp-1")).await;
     assert_eq!(found.ok().flatten().as_deref(), Some(ppid.as_str()));
     let unknown = b.identity.active_ppid(&cert("0b"), &rp("rp-1")).await;
@@ -205,22 +207,8 @@ async fn without_the_projection_the_write_model_answers_and_the_fallback_is_coun
         Login::on(&db, &projections).await,
         Login::on(&db, &projections).await,
     );
-    a.identity
-        .register_relying_party(
-            &rp("rp-2"),
-            "municipality",
-            "131016",
-            "n",
-            jwk("k"),
-            &actor(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ppid = a
-        .identity
-        .register_login(&cert("0c"), &rp("rp-2"), &rp_actor("rp-2"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    a.register_rp("rp-2", "k").await;
+    let ppid = a.register_login("0c", "rp-2").await;
     let got = b.identity.relying_party(&rp("rp-2")).await;
     assert_eq!(got.ok().flatten().map(|r| r.jwk), Some(jwk("k")));
     let found = b.identity.active_ppid(&cert("0c"), &rp("rp-2")).await;
@@ -240,18 +228,7 @@ async fn a_failed_projection_falls_back_to_the_write_model() {
         Login::on(&db, &projections).await,
         Login::on(&db, &projections).await,
     );
-    let registered = a
-        .identity
-        .register_relying_party(
-            &rp("rp-3"),
-            "municipality",
-            "131016",
-            "n",
-            jwk("k"),
-            &actor(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let registered = a.register_rp("rp-3", "k").await;
     let name = mykey_projections::models::login_identity::LoginIdentity.name();
     // Serving (its schema created) once it holds the registration.
     projections
@@ -269,11 +246,7 @@ async fn a_failed_projection_falls_back_to_the_write_model() {
         ))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let ppid = a
-        .identity
-        .register_login(&cert("0d"), &rp("rp-3"), &rp_actor("rp-3"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let ppid = a.register_login("0d", "rp-3").await;
     let found = b.identity.active_ppid(&cert("0d"), &rp("rp-3")).await;
     assert_eq!(found.ok().flatten().as_deref(), Some(ppid.as_str()));
     assert_eq!(b.fallbacks(Some("failed")), 1);
