@@ -3,11 +3,10 @@
 //! writes never queue behind event appends.
 
 use super::metrics::Metrics;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 /// Connections for the auth tables.
@@ -96,20 +95,8 @@ pub struct StoredCrl {
 
 impl AuthDb {
     pub fn connect(pg: tokio_postgres::Config) -> Result<AuthDb, DbError> {
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(AUTH_POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .build()
-            .map_err(db_err)?;
+        let pool =
+            mykey_store::pg::pool(pg, AUTH_POOL_SIZE, POOL_WAIT, POOL_WAIT).map_err(db_err)?;
         Ok(AuthDb { pool })
     }
 

@@ -17,7 +17,7 @@ pub mod routes;
 use crate::auth::keywrap::{self, KeyWrap};
 use crate::config::ConfigError;
 use chrono::{DateTime, SubsecRound, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use mykey_schemas::{Hash, GENESIS_HASH};
 use mykey_store::checkpoint::{self, Checkpoint, VerifierKey};
 use ring::rand::SystemRandom;
@@ -25,7 +25,6 @@ use ring::signature::Ed25519KeyPair;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// Default `MYKEY_CHECKPOINT_INTERVAL_SECS`: hourly. An auditor who saves one checkpoint a day
 /// pins the log to within the hour; signing costs one query and one row.
@@ -171,20 +170,7 @@ impl CheckpointSigner {
             .map(KeyWrap::from_file)
             .transpose()
             .map_err(|e| AuditError::Key(e.to_string()))?;
-        let mgr = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .build()
-            .map_err(db_err)?;
+        let pool = mykey_store::pg::pool(pg, POOL_SIZE, POOL_WAIT, POOL_WAIT).map_err(db_err)?;
         let signer = Arc::new(CheckpointSigner { pool, origin, wrap });
         signer.ensure_key(false).await?;
         // Like the token-signing keys: an instance that cannot open the stored key refuses to

@@ -153,19 +153,7 @@ pub enum HttpLayerError {
 
 /// The pool the shared layer's tables are reached through.
 pub fn pool(pg: tokio_postgres::Config) -> Result<deadpool_postgres::Pool, HttpLayerError> {
-    use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-    let mgr = Manager::from_config(
-        pg,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(mgr)
-        .max_size(HTTP_POOL_SIZE)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(std::time::Duration::from_secs(5)))
-        .create_timeout(Some(std::time::Duration::from_secs(5)))
-        .build()
+    let wait = std::time::Duration::from_secs(5);
+    mykey_store::pg::pool(pg, HTTP_POOL_SIZE, wait, wait)
         .map_err(|e| HttpLayerError::Pool(e.to_string()))
 }

@@ -41,6 +41,30 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use tail::{SubscriptionStats, SUBSCRIPTION_PAGE, TAIL_RING_BYTES, TAIL_RING_EVENTS};
 
+/// A pool of up to `max_size` plain-TCP connections to `config`, recycled without a check
+/// query, that waits at most `wait` for a free connection and `create` for a new one: how every
+/// part of the platform (the store's reads, login, the doors, the checkpoint signer) pools.
+pub fn pool(
+    config: tokio_postgres::Config,
+    max_size: usize,
+    wait: Duration,
+    create: Duration,
+) -> Result<Pool, deadpool_postgres::BuildError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(create))
+        .build()
+}
+
 /// The log's head: the last position written, 0 when empty.
 const HEAD_QUERY: &str = "SELECT coalesce(max(global_position), 0) FROM events";
 
@@ -155,25 +179,17 @@ impl PgEventStore {
             .await
             .map_err(|e| unavailable("prepare the writer", &e))?;
 
-        let manager = Manager::from_config(
+        let create = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
+        let pool = pool(
             config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.read_pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(
-                config
-                    .get_connect_timeout()
-                    .copied()
-                    .unwrap_or(CONNECT_TIMEOUT),
-            ))
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("read pool: {e}")))?;
+            options.read_pool_size.max(1),
+            POOL_WAIT_TIMEOUT,
+            create,
+        )
+        .map_err(|e| StoreError::Unavailable(format!("read pool: {e}")))?;
 
         let head = Arc::new(watch::channel(0u64).0);
         // Listen before anyone can subscribe, so no notification is missed; then learn the head.
