@@ -6,9 +6,9 @@
 use crate::errors::Problem;
 use crate::startup::StartupError;
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use mykey_projections::kafka::projector::ProjectorStatus;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 /// `200 { status: ready, projections, partitions }` while the projector consumes; a
 /// projection stopped on an event shows there with its position, event type and error (the
@@ -36,26 +36,11 @@ pub fn serve(
     registry: prometheus::Registry,
     status: ProjectorStatus,
 ) -> Result<(u16, Server), StartupError> {
-    let bind_err = |source| StartupError::Bind {
-        addr: addr.to_string(),
-        source,
-    };
-    let listener = TcpListener::bind(addr).map_err(bind_err)?;
-    let port = listener.local_addr().map_err(bind_err)?.port();
-    let registry = web::Data::new(registry);
-    let status = web::Data::new(status);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(registry.clone())
+    let (registry, status) = (web::Data::new(registry), web::Data::new(status));
+    crate::startup::internal_server(addr, move |cfg| {
+        cfg.app_data(registry.clone())
             .app_data(status.clone())
-            .wrap(crate::errors::routing_problems())
-            .configure(crate::routes::auth::configure_metrics)
-            .route("/readyz", web::get().to(readyz))
+            .route("/readyz", web::get().to(readyz));
+        crate::routes::auth::configure_metrics(cfg);
     })
-    .workers(1)
-    .listen(listener)
-    .map_err(bind_err)?
-    .disable_signals()
-    .run();
-    Ok((port, server))
 }

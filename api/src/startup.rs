@@ -151,7 +151,13 @@ impl Application {
         let auth = web::Data::from(auth);
         let registry_data = web::Data::from(registry.clone());
         let metrics = match settings.metrics_listen {
-            Some(addr) => Some(metrics_server(addr, registry_data.clone())?),
+            Some(addr) => {
+                let registry = registry_data.clone();
+                Some(internal_server(addr, move |cfg| {
+                    cfg.app_data(registry.clone());
+                    routes::auth::configure_metrics(cfg);
+                })?)
+            }
             None => None,
         };
         let public_metrics = metrics.is_none();
@@ -261,10 +267,12 @@ impl Application {
     }
 }
 
-/// `GET /metrics` alone on `addr` (unknown paths answer problem+json there too).
-fn metrics_server(
+/// A one-worker server on `addr` for operators' probes (`/metrics` alone, or the
+/// projector's `/metrics` and `/readyz`): the routes `configure` adds, unknown paths answered
+/// as problem+json. Returns the bound port (for `:0`) and the server to run.
+pub(crate) fn internal_server(
     addr: std::net::SocketAddr,
-    registry: web::Data<prometheus::Registry>,
+    configure: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 ) -> Result<(u16, Server), StartupError> {
     let bind_err = |source| StartupError::Bind {
         addr: addr.to_string(),
@@ -274,9 +282,8 @@ fn metrics_server(
     let port = listener.local_addr().map_err(bind_err)?.port();
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(registry.clone())
             .wrap(crate::errors::routing_problems())
-            .configure(routes::auth::configure_metrics)
+            .configure(configure.clone())
     })
     .workers(1)
     .listen(listener)
