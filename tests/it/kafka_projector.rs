@@ -27,15 +27,16 @@ const PARTITIONS: i32 = 3;
 /// Bound on any wait (catching up, rebalancing): finite so a bug fails the test.
 const WAIT: Duration = Duration::from_secs(90);
 
-struct Setup {
-    db: TestDb,
-    store: PgEventStore,
-    settings: KafkaSettings,
-    group: String,
+/// A test's own database, store, topic prefix and consumer group, on the shared broker.
+pub(crate) struct Setup {
+    pub db: TestDb,
+    pub store: PgEventStore,
+    pub settings: KafkaSettings,
+    pub group: String,
     _broker: Broker,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let broker = Broker::shared().await;
     let db = TestDb::create().await;
     let store = PgEventStore::connect(db.config(), PgStoreOptions::default())
@@ -57,7 +58,7 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
-    async fn relay(&self) -> RelayHandle {
+    pub async fn relay(&self) -> RelayHandle {
         kafka::start(
             self.store.clone(),
             self.db.config(),

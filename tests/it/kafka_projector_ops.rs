@@ -4,7 +4,6 @@
 //! after it is lost to that projection) and the others skip what they already applied; the
 //! projector's `/metrics` answers with one series per projection.
 
-use crate::kafka::broker::Broker;
 use crate::projections::fixtures::{
     append_raw, append_workload, cancellation, Cancellations, Counts, Revocations, REJECTED_REASON,
 };
@@ -12,14 +11,12 @@ use crate::projections::gauge;
 use mykey_projections::kafka::projector::{
     self, schema_name, KafkaRunState, ProjectorHandle, ProjectorOptions,
 };
-use mykey_projections::kafka::{self, KafkaSettings};
+use mykey_projections::kafka::KafkaSettings;
 use mykey_projections::models::PerStream;
 use mykey_projections::Projection;
-use mykey_store::pg::{PgEventStore, PgStoreOptions};
 use mykey_tests::{eventually, scalar, TestDb};
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Bound on any wait: finite so a bug fails the test.
 const WAIT: Duration = Duration::from_secs(90);
@@ -72,27 +69,10 @@ async fn start(
 /// others skip everything they applied (the counts stay exact).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_a_restart() {
-    let broker = Broker::shared().await;
-    let db = TestDb::create().await;
-    let store = PgEventStore::connect(db.config(), PgStoreOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("store: {e}"));
-    let settings = KafkaSettings {
-        brokers: broker.addr.clone(),
-        topic_prefix: format!("p{}", Uuid::new_v4().simple()),
-        partitions: 3,
-        replication_factor: None,
-    };
-    let group = format!("g{}", Uuid::new_v4().simple());
-    let relay = kafka::start(
-        store.clone(),
-        db.config(),
-        settings.clone(),
-        &prometheus::Registry::new(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("relay: {e}"));
-    let (first, registry) = start(&db, &settings, &group).await;
+    let s = crate::kafka_projector::setup().await;
+    let (db, store, settings, group) = (&s.db, &s.store, &s.settings, &s.group);
+    let relay = s.relay().await;
+    let (first, registry) = start(db, settings, group).await;
     let (port, server) = mykey_api::projector_http::serve(
         "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
         registry.clone(),
@@ -102,9 +82,9 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
     let http = server.handle();
     tokio::spawn(server);
 
-    append_workload(&store, 0, 40).await;
-    let poison = append_raw(&store, "maintenance", cancellation(REJECTED_REASON)).await;
-    let head = append_workload(&store, 40, 40).await;
+    append_workload(store, 0, 40).await;
+    let poison = append_raw(store, "maintenance", cancellation(REJECTED_REASON)).await;
+    let head = append_workload(store, 40, 40).await;
     let client = db.client().await;
     let counts = format!(
         "SELECT n FROM {}.total",
@@ -241,7 +221,7 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
         .unwrap_or_else(|e| panic!("GET /readyz: {e}"));
     assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     http.stop(true).await;
-    let (second, _) = start(&db, &settings, &group).await;
+    let (second, _) = start(db, settings, group).await;
     let again = eventually(
         "the restarted cancellations to stop on the poison",
         WAIT,
@@ -259,7 +239,7 @@ async fn a_poison_event_stops_only_that_projection_and_is_delivered_again_after_
     )
     .await;
     assert_eq!(again, poison);
-    let more = append_workload(&store, 80, 8).await;
+    let more = append_workload(store, 80, 8).await;
     eventually("the counts to apply the new events", WAIT, || {
         let (client, counts) = (&client, &counts);
         async move {
