@@ -89,7 +89,7 @@ pub(crate) enum BatchError {
 pub(crate) struct Applied {
     pub events: u64,
     pub duplicates: u64,
-    /// The position and append time of the last event applied.
+    /// The position and append time of the highest event applied.
     pub newest: Option<(u64, chrono::DateTime<chrono::Utc>)>,
 }
 

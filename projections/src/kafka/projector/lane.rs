@@ -97,7 +97,11 @@ impl Lane {
             }
             *last = position;
             done.events += 1;
-            done.newest = Some((envelope.global_position, envelope.recorded_at));
+            // The highest, not the last: a batch interleaves partitions, so a later message
+            // can carry a lower position.
+            done.newest = done
+                .newest
+                .max(Some((envelope.global_position, envelope.recorded_at)));
             let poison = |error: String| BatchError::Poison {
                 position: envelope.global_position,
                 event_type: envelope.event_type.clone(),
